@@ -1,0 +1,23 @@
+"""The HOPE model. These flat, torch-only files are also copied into every saved checkpoint (`auto_map`)."""
+
+from .cache_hope import HopeCache
+from .cms import CMSLevel, ContinuumMemory, GatedMLP, LevelTag, parameter_levels
+from .configuration_hope import HopeConfig
+from .memory_state import MemoryState
+from .modeling_hope import HopeForCausalLM, HopeModel, HopePreTrainedModel
+from .titans import SelfModifyingTitans
+
+__all__ = [
+    "CMSLevel",
+    "ContinuumMemory",
+    "GatedMLP",
+    "HopeCache",
+    "HopeConfig",
+    "HopeForCausalLM",
+    "HopeModel",
+    "HopePreTrainedModel",
+    "LevelTag",
+    "MemoryState",
+    "SelfModifyingTitans",
+    "parameter_levels",
+]

@@ -1,0 +1,154 @@
+"""Configuration of the HOPE model (self-modifying Titans + Continuum Memory System)."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+CMS_VARIANTS = ("sequential", "independent")
+MEMORY_IMPLEMENTATIONS = ("chunk", "recurrent")
+DEFAULT_CMS_LEVELS = ({"intermediate_size": 4, "period": 1}, {"intermediate_size": 4, "period": 8})
+
+
+@strict
+class HopeConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`HopeModel`]: a stack of HOPE blocks, each a self-modifying Titans mixer followed by a
+    Continuum Memory System (CMS) of MLP levels that update at different frequencies.
+
+    Args:
+        vocab_size: Size of the token vocabulary.
+        hidden_size: Width of the residual stream.
+        num_hidden_layers: Number of HOPE blocks.
+        num_heads: Number of memory heads in each mixer.
+        head_dim: Width of each head; defaults to `hidden_size // num_heads`.
+        chunk_size: Tokens per chunk of the in-context memory update. Inside a chunk every inner gradient is taken
+            at the memory state reached at the end of the previous chunk; 1 gives the fully sequential recurrence.
+        conv_size: Window of the short causal depthwise convolution on queries, keys and values.
+        memory_expansion: Hidden width of the main memory MLP, as a multiple of `head_dim`.
+        memory_lr_max: Upper bound of the in-context learning rate `eta_t = memory_lr_max * sigmoid(.)`.
+        self_modifying: Whether the generator memories of keys, values, learning rate and retention learn in
+            context. `False` gives plain Titans with static projections.
+        self_generated_values: Whether the main memory's target is `M(v_t)` (self-generated) rather than `v_t`.
+        cms_levels: CMS levels from the first applied to the last, each a dict with `intermediate_size` (int),
+            `period` (optimizer steps between updates, or `None` for frozen) and optionally `lr_scale` (float).
+            The default is two levels of width `4 * hidden_size`, updated every step and every 8 steps.
+        cms_variant: `"sequential"` (a chain `z <- z + MLP_l(norm(z))`) or `"independent"` (a learnable
+            weighted sum of the level outputs).
+        memory_implementation: `"chunk"` (chunk-parallel dual form, the default) or `"recurrent"` (the
+            token-by-token reference, slow but the oracle).
+        rms_norm_eps: Epsilon of every RMSNorm.
+        initializer_range: Standard deviation of the normal initialisation of projections and embeddings.
+        use_cache: Whether `forward` returns a [`HopeCache`] by default.
+        tie_word_embeddings: Whether the output projection shares the input embedding matrix.
+
+    ```python
+    >>> import hf_hope
+    >>> from transformers import AutoConfig, AutoModelForCausalLM
+    >>> config = AutoConfig.for_model("hope", vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_heads=4)
+    >>> model = AutoModelForCausalLM.from_config(config)
+    ```
+    """
+
+    model_type = "hope"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    vocab_size: int = 32000
+    hidden_size: int = 512
+    num_hidden_layers: int = 8
+    num_heads: int = 8
+    head_dim: int | None = None
+    chunk_size: int = 64
+    conv_size: int = 4
+    memory_expansion: int = 2
+    memory_lr_max: float = 0.1
+    self_modifying: bool = True
+    self_generated_values: bool = True
+    cms_levels: list | None = None
+    cms_variant: str = "sequential"
+    memory_implementation: str = "chunk"
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        _require_positive("vocab_size", self.vocab_size)
+        _require_positive("hidden_size", self.hidden_size)
+        _require_positive("num_hidden_layers", self.num_hidden_layers)
+        _require_positive("num_heads", self.num_heads)
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads != 0:
+                raise ValueError(
+                    f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}: choose a "
+                    "hidden_size that is a multiple of num_heads, or set head_dim explicitly."
+                )
+            self.head_dim = self.hidden_size // self.num_heads
+        _require_positive("head_dim", self.head_dim)
+        _require_positive("chunk_size", self.chunk_size)
+        _require_positive("conv_size", self.conv_size)
+        _require_positive("memory_expansion", self.memory_expansion)
+        if not 0.0 < self.memory_lr_max <= 1.0:
+            raise ValueError(f"memory_lr_max={self.memory_lr_max} is invalid: it must lie in (0, 1].")
+        if self.rms_norm_eps <= 0:
+            raise ValueError(f"rms_norm_eps={self.rms_norm_eps} is invalid: it must be > 0.")
+        if self.initializer_range < 0:
+            raise ValueError(f"initializer_range={self.initializer_range} is invalid: it must be >= 0.")
+        if self.cms_variant not in CMS_VARIANTS:
+            raise ValueError(f"cms_variant={self.cms_variant!r} is unknown: allowed values are {CMS_VARIANTS}.")
+        if self.memory_implementation not in MEMORY_IMPLEMENTATIONS:
+            raise ValueError(
+                f"memory_implementation={self.memory_implementation!r} is unknown: allowed values are "
+                f"{MEMORY_IMPLEMENTATIONS}."
+            )
+        if self.cms_levels is None:
+            self.cms_levels = [
+                {"intermediate_size": level["intermediate_size"] * self.hidden_size, "period": level["period"]}
+                for level in DEFAULT_CMS_LEVELS
+            ]
+        self.cms_levels = normalize_cms_levels(self.cms_levels)
+        super().__post_init__(**kwargs)
+
+
+def normalize_cms_levels(levels: list) -> list[dict]:
+    """Validate a `cms_levels` list and return it with every level as `{intermediate_size, period, lr_scale}`."""
+    if not isinstance(levels, (list, tuple)) or len(levels) == 0:
+        raise ValueError(
+            f"cms_levels={levels!r} is invalid: give a non-empty list of dicts such as "
+            '[{"intermediate_size": 1024, "period": 1}, {"intermediate_size": 1024, "period": 16}].'
+        )
+    normalized = []
+    for index, level in enumerate(levels):
+        where = f"cms_levels[{index}]"
+        if not isinstance(level, dict):
+            raise ValueError(f"{where}={level!r} is invalid: each level is a dict with intermediate_size and period.")
+        unknown = set(level) - {"intermediate_size", "period", "lr_scale"}
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown keys {sorted(unknown)}: allowed keys are intermediate_size, period, lr_scale."
+            )
+        if "intermediate_size" not in level:
+            raise ValueError(f"{where} has no intermediate_size: give the width of the level's MLP (an int >= 1).")
+        size = level["intermediate_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{where}.intermediate_size={size!r} is invalid: it must be an int >= 1.")
+        period = level.get("period", 1)
+        if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
+            raise ValueError(
+                f"{where}.period={period!r} is invalid: it must be an int >= 1 (optimizer steps between updates) "
+                "or None (frozen)."
+            )
+        lr_scale = level.get("lr_scale", 1.0)
+        if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or lr_scale < 0:
+            raise ValueError(f"{where}.lr_scale={lr_scale!r} is invalid: it must be a number >= 0.")
+        normalized.append({"intermediate_size": size, "period": period, "lr_scale": float(lr_scale)})
+    return normalized
+
+
+def _require_positive(field: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field}={value!r} is invalid: it must be an int >= 1.")
+
+
+__all__ = ["HopeConfig"]

@@ -1,0 +1,124 @@
+"""Self-modifying Titans: the sequence mixer of the HOPE block.
+
+Queries are a plain projection. Keys, values, the inner learning rate `eta_t` and the retention `alpha_t` come
+from per-head linear *generator memories* whose initial states are trained parameters and which learn in context
+(self-modification); `self_modifying=False` keeps them static (plain Titans). A short causal depthwise convolution
+and SiLU act on q, k, v; q and k are L2-normalised. The main memory is a per-head residual MLP
+`M(z) = z + W1 silu(W2 z)`. Every memory learns in context by DGD with momentum and retention on
+`||M(k_t) - vhat_t||^2`. The output goes through a per-head RMSNorm and a sigmoid gate before `o_proj`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_hope import HopeConfig
+from .memory_chunk import chunk_forward
+from .memory_recurrent import recurrent_forward
+from .memory_state import MemoryState
+from .normalization import HopeRMSNorm
+
+MEMORY_IMPLEMENTATIONS = {"chunk": chunk_forward, "recurrent": recurrent_forward}
+
+
+class SelfModifyingTitans(nn.Module):
+    """Self-modifying Titans mixer over `[batch, length, hidden_size]` inputs with a carried `MemoryState`."""
+
+    def __init__(self, config: HopeConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.chunk_size, self.conv_size = config.chunk_size, config.conv_size
+        self.memory_lr_max = config.memory_lr_max
+        self.self_modifying = config.self_modifying
+        self.self_generated_values = config.self_generated_values
+        heads, head_dim = config.num_heads, config.head_dim
+        inner = heads * head_dim
+        memory_width = config.memory_expansion * head_dim
+
+        self.q_proj = nn.Linear(config.hidden_size, inner, bias=False)
+        self.in_proj = nn.Linear(config.hidden_size, inner, bias=False)
+        self.g_proj = nn.Linear(config.hidden_size, inner, bias=False)
+        self.o_proj = nn.Linear(inner, config.hidden_size, bias=False)
+        self.conv_weight = nn.Parameter(torch.empty(heads, 3 * head_dim, config.conv_size))
+        # Initial states of the in-context memories: generators of (k, v) and of (eta, alpha) logits, main memory.
+        self.generator_kv = nn.Parameter(torch.empty(heads, 2 * head_dim, head_dim))
+        self.generator_rates = nn.Parameter(torch.empty(heads, 2, head_dim))
+        self.memory_w1 = nn.Parameter(torch.empty(heads, head_dim, memory_width))
+        self.memory_w2 = nn.Parameter(torch.empty(heads, memory_width, head_dim))
+        self.eta_bias = nn.Parameter(torch.empty(heads))
+        self.alpha_bias = nn.Parameter(torch.empty(heads))
+        self.momentum_logit = nn.Parameter(torch.empty(heads))
+        self.o_norm = HopeRMSNorm(head_dim, eps=config.rms_norm_eps)
+
+    def initial_state(self, batch_size: int) -> MemoryState:
+        """The state before the first token: the trained initial memories, zero momentum, empty conv window."""
+        generator = torch.cat([self.generator_kv, self.generator_rates], dim=1)
+        weights = {
+            name: value.unsqueeze(0).expand(batch_size, *value.shape)
+            for name, value in (("generator", generator), ("w1", self.memory_w1), ("w2", self.memory_w2))
+        }
+        return MemoryState(weights=weights, chunk_start=dict(weights))
+
+    def short_conv(
+        self,
+        queries_in: torch.Tensor,
+        generated: torch.Tensor,
+        mask: torch.Tensor | None,
+        tail: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Causal depthwise conv + SiLU on `[q, k, v]` of one segment, continuing from the carried `tail`.
+
+        Padded positions enter the window as zeros, exactly like the empty window before the first token.
+        Returns normalised queries and keys, values, and the new tail (the last `conv_size - 1` inputs).
+        """
+        features = torch.cat([queries_in, generated[..., : 2 * self.head_dim]], dim=-1)
+        if mask is not None:
+            features = features * mask[..., None]
+        batch, heads, length, channels = features.shape
+        if tail is None:
+            tail = features.new_zeros(batch, heads, self.conv_size - 1, channels)
+        window = torch.cat([tail, features], dim=2)
+        weight = self.conv_weight.to(features.dtype)
+        convolved = sum(
+            weight[None, :, None, :, offset] * window[:, :, offset : offset + length] for offset in range(self.conv_size)
+        )
+        queries, keys, values = F.silu(convolved).split(self.head_dim, dim=-1)
+        new_tail = window[:, :, window.shape[2] - (self.conv_size - 1) :]
+        return F.normalize(queries, dim=-1), F.normalize(keys, dim=-1), values, new_tail
+
+    def rates(
+        self, generated: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token `eta`, `log alpha`, `log beta` and write flag `[batch, heads, length]`; padding is a no-op."""
+        eta_logit = generated[..., 2 * self.head_dim] + self.eta_bias[:, None]
+        alpha_logit = generated[..., 2 * self.head_dim + 1] + self.alpha_bias[:, None]
+        eta = self.memory_lr_max * torch.sigmoid(eta_logit)
+        log_alpha = F.logsigmoid(alpha_logit)
+        log_beta = F.logsigmoid(self.momentum_logit.to(generated.dtype))[:, None].expand_as(log_alpha)
+        write = torch.ones_like(eta)
+        if mask is not None:
+            eta, log_alpha, log_beta, write = eta * mask, log_alpha * mask, log_beta * mask, write * mask
+        return eta, log_alpha, log_beta, write
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        state: MemoryState | None = None,
+        implementation: str = "chunk",
+    ) -> tuple[torch.Tensor, MemoryState]:
+        """Mix `[batch, length, hidden]` inputs; `attention_mask` is `[batch, length]` with 0 on padding."""
+        batch, length, _ = hidden_states.shape
+        if length == 0:
+            raise ValueError("SelfModifyingTitans received an empty sequence (length 0).")
+        if state is None:
+            state = self.initial_state(batch)
+        heads_view = (batch, length, self.num_heads, self.head_dim)
+        queries_in = self.q_proj(hidden_states).view(heads_view).transpose(1, 2)
+        generator_in = self.in_proj(hidden_states).view(heads_view).transpose(1, 2)
+        gate = self.g_proj(hidden_states)
+        memory_forward = MEMORY_IMPLEMENTATIONS[implementation]
+        read, new_state = memory_forward(self, queries_in, generator_in, attention_mask, state)
+        read = self.o_norm(read).transpose(1, 2).reshape(batch, length, -1)
+        return self.o_proj(read * torch.sigmoid(gate)), new_state

@@ -121,7 +121,9 @@ def chunk_forward(
         end = begin + min(chunk_size - position % chunk_size, total - begin)
         segment_mask = None if mask is None else mask[:, None, begin:end].to(queries_in.dtype)
         generated = generator_in[:, :, begin:end] @ chunk_start["generator"].transpose(-1, -2)
-        queries, keys, values, conv_tail = mixer.short_conv(queries_in[:, :, begin:end], generated, segment_mask, conv_tail)
+        queries, keys, values, conv_tail = mixer.short_conv(
+            queries_in[:, :, begin:end], generated, segment_mask, conv_tail
+        )
         eta, log_alpha, log_beta, write = mixer.rates(generated, segment_mask)
         coefficients = SegmentCoefficients(eta, log_alpha, log_beta, write)
         old_momentum = momentum or {}
@@ -150,5 +152,7 @@ def chunk_forward(
             chunk_start = dict(weights)
         begin = end
 
-    new_state = MemoryState(weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv_tail, position=position)
+    new_state = MemoryState(
+        weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv_tail, position=position
+    )
     return torch.cat(outputs, dim=2), new_state

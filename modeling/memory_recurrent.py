@@ -32,10 +32,7 @@ def inner_gradients(
     hidden = _matvec(w2, keys)
     activation = F.silu(hidden)
     memory_out = _matvec(w1, activation)
-    if self_generated_values:
-        targets = values + _matvec(w1, F.silu(_matvec(w2, values)))
-    else:
-        targets = values
+    targets = values + _matvec(w1, F.silu(_matvec(w2, values))) if self_generated_values else values
     residual = 2 * (keys + memory_out - targets)
     sigmoid = torch.sigmoid(hidden)
     hidden_grad = _matvec(w1.transpose(-1, -2), residual) * sigmoid * (1 + hidden * (1 - sigmoid))
@@ -79,7 +76,11 @@ def recurrent_forward(
         queries, keys, values = convolved.split(head_dim, dim=-1)
         queries, keys = F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)
         eta, log_alpha, log_beta, _ = mixer.rates(generated[:, :, None], active)
-        eta, alpha, beta = eta[..., 0, None, None], log_alpha[..., 0, None, None].exp(), log_beta[..., 0, None, None].exp()
+        eta, alpha, beta = (
+            eta[..., 0, None, None],
+            log_alpha[..., 0, None, None].exp(),
+            log_beta[..., 0, None, None].exp(),
+        )
 
         gradients = inner_gradients(chunk_start, keys, values, mixer.self_generated_values)
         written = active[..., None] > 0
@@ -94,5 +95,7 @@ def recurrent_forward(
     if position % chunk_size == 0:
         chunk_start = dict(weights)
     conv_tail = window[:, :, 1:]
-    new_state = MemoryState(weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv_tail, position=position)
+    new_state = MemoryState(
+        weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv_tail, position=position
+    )
     return torch.stack(outputs, dim=2), new_state

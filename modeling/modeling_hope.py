@@ -99,8 +99,8 @@ class HopePreTrainedModel(PreTrainedModel):
         if problems:
             listed = "; ".join(f"{kind}: {sorted(map(str, names))[:20]}" for kind, names in problems.items())
             raise ValueError(
-                f"The checkpoint does not match the {type(model).__name__} built from its config ({listed}). Check that "
-                "config.json belongs to these weights (layers, widths, heads, cms_levels)."
+                f"The checkpoint does not match the {type(model).__name__} built from its config ({listed}). "
+                "Check that config.json belongs to these weights (layers, widths, heads, cms_levels)."
             )
         return (model, loading_info) if output_loading_info else model
 

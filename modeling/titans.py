@@ -81,7 +81,8 @@ class SelfModifyingTitans(nn.Module):
         window = torch.cat([tail, features], dim=2)
         weight = self.conv_weight.to(features.dtype)
         convolved = sum(
-            weight[None, :, None, :, offset] * window[:, :, offset : offset + length] for offset in range(self.conv_size)
+            weight[None, :, None, :, offset] * window[:, :, offset : offset + length]
+            for offset in range(self.conv_size)
         )
         queries, keys, values = F.silu(convolved).split(self.head_dim, dim=-1)
         new_tail = window[:, :, window.shape[2] - (self.conv_size - 1) :]

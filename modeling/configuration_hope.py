@@ -24,7 +24,9 @@ class HopeConfig(PreTrainedConfig):
             at the memory state reached at the end of the previous chunk; 1 gives the fully sequential recurrence.
         conv_size: Window of the short causal depthwise convolution on queries, keys and values.
         memory_expansion: Hidden width of the main memory MLP, as a multiple of `head_dim`.
-        memory_lr_max: Upper bound of the in-context learning rate `eta_t = memory_lr_max * sigmoid(.)`.
+        memory_lr_max: Upper bound of the in-context learning rate `eta_t = memory_lr_max * sigmoid(.)`. Inside a
+            chunk every token's step uses the same chunk-start gradient, so a run of repeated tokens adds up to
+            `chunk_size` equal steps; the default, `min(0.1, 0.25 / chunk_size)`, keeps that sum stable.
         self_modifying: Whether the generator memories of keys, values, learning rate and retention learn in
             context. `False` gives plain Titans with static projections.
         self_generated_values: Whether the main memory's target is `M(v_t)` (self-generated) rather than `v_t`.
@@ -59,7 +61,7 @@ class HopeConfig(PreTrainedConfig):
     chunk_size: int = 64
     conv_size: int = 4
     memory_expansion: int = 2
-    memory_lr_max: float = 0.1
+    memory_lr_max: float | None = None
     self_modifying: bool = True
     self_generated_values: bool = True
     cms_levels: list | None = None
@@ -89,6 +91,8 @@ class HopeConfig(PreTrainedConfig):
         _require_positive("chunk_size", self.chunk_size)
         _require_positive("conv_size", self.conv_size)
         _require_positive("memory_expansion", self.memory_expansion)
+        if self.memory_lr_max is None:
+            self.memory_lr_max = min(0.1, 0.25 / self.chunk_size)
         if not 0.0 < self.memory_lr_max <= 1.0:
             raise ValueError(f"memory_lr_max={self.memory_lr_max} is invalid: it must lie in (0, 1].")
         if self.rms_norm_eps <= 0:

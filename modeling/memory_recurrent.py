@@ -74,7 +74,7 @@ def recurrent_forward(
         window = torch.cat([window[:, :, 1:], features[:, :, None]], dim=2)
         convolved = F.silu((window * conv_weight.transpose(-1, -2)[None]).sum(dim=2))
         queries, keys, values = convolved.split(head_dim, dim=-1)
-        queries, keys = F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)
+        queries, keys, values = (F.normalize(tensor, dim=-1) for tensor in (queries, keys, values))
         eta, log_alpha, log_beta, _ = mixer.rates(generated[:, :, None], active)
         eta, alpha, beta = (
             eta[..., 0, None, None],

@@ -87,14 +87,38 @@ class HopePreTrainedModel(PreTrainedModel):
         # HOPE has no key/value cache: `HopeModel.forward` creates a `HopeCache` when one is needed.
         return False
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, recording all three Auto classes in `auto_map`.
+
+        The modeling files are copied next to the weights, so `trust_remote_code=True` loads the checkpoint where
+        hf_hope is not installed.
+        """
+        module = HopeModel.__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {
+            "AutoConfig": f"{HopeConfig.__module__.rsplit('.', 1)[-1]}.HopeConfig",
+            "AutoModel": f"{module}.HopeModel",
+            "AutoModelForCausalLM": f"{module}.HopeForCausalLM",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, but a checkpoint whose weights do not match the config is an error.
 
-        A missing, unexpected or mis-shaped tensor would otherwise leave part of the model randomly initialised.
+        A missing, unexpected or mis-shaped tensor would otherwise leave part of the model randomly initialised
+        or silently drop trained weights.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        model, loading_info = super().from_pretrained(
+            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        if ignore_mismatched_sizes:
+            loading_info["mismatched_keys"] = set()
+        # A base model loaded from a CausalLM checkpoint legitimately leaves the head's weights unused.
+        loading_info["unexpected_keys"] = {
+            key for key in loading_info["unexpected_keys"] if key.split(".")[0] != "lm_head"
+        }
         problems = {kind: names for kind, names in loading_info.items() if kind != "error_msgs" and names}
         if problems:
             listed = "; ".join(f"{kind}: {sorted(map(str, names))[:20]}" for kind, names in problems.items())

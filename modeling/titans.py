@@ -3,9 +3,11 @@
 Queries are a plain projection. Keys, values, the inner learning rate `eta_t` and the retention `alpha_t` come
 from per-head linear *generator memories* whose initial states are trained parameters and which learn in context
 (self-modification); `self_modifying=False` keeps them static (plain Titans). A short causal depthwise convolution
-and SiLU act on q, k, v; q and k are L2-normalised. The main memory is a per-head residual MLP
-`M(z) = z + W1 silu(W2 z)`. Every memory learns in context by DGD with momentum and retention on
-`||M(k_t) - vhat_t||^2`. The output goes through a per-head RMSNorm and a sigmoid gate before `o_proj`.
+and SiLU act on q, k, v; q, k and v are L2-normalised (unit values keep the in-context dynamics of the
+self-generated targets `G v` contracting: a long run of one repeated token would otherwise grow them without
+bound). The main memory is a per-head residual MLP `M(z) = z + W1 silu(W2 z)`. Every memory learns in context
+by DGD with momentum and retention on `||M(k_t) - vhat_t||^2`. The output goes through a per-head RMSNorm and a
+sigmoid gate before `o_proj`.
 """
 
 import torch
@@ -70,7 +72,7 @@ class SelfModifyingTitans(nn.Module):
         """Causal depthwise conv + SiLU on `[q, k, v]` of one segment, continuing from the carried `tail`.
 
         Padded positions enter the window as zeros, exactly like the empty window before the first token.
-        Returns normalised queries and keys, values, and the new tail (the last `conv_size - 1` inputs).
+        Returns L2-normalised queries, keys and values, and the new tail (the last `conv_size - 1` inputs).
         """
         features = torch.cat([queries_in, generated[..., : 2 * self.head_dim]], dim=-1)
         if mask is not None:
@@ -86,7 +88,7 @@ class SelfModifyingTitans(nn.Module):
         )
         queries, keys, values = F.silu(convolved).split(self.head_dim, dim=-1)
         new_tail = window[:, :, window.shape[2] - (self.conv_size - 1) :]
-        return F.normalize(queries, dim=-1), F.normalize(keys, dim=-1), values, new_tail
+        return F.normalize(queries, dim=-1), F.normalize(keys, dim=-1), F.normalize(values, dim=-1), new_tail
 
     def rates(
         self, generated: torch.Tensor, mask: torch.Tensor | None

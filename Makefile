@@ -1,0 +1,23 @@
+# Set-up and the two jobs of the README. `make demo` and `make test` each build .venv first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/hf-hope: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+.PHONY: install demo test lint
+install: $(BIN)/hf-hope
+
+demo: install
+	$(BIN)/hf-hope demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -34,7 +34,10 @@ class MemoryState:
         )
 
     def num_bytes(self) -> int:
-        """Bytes held by the state's tensors."""
+        """Size of the state: every tensor counted in full, which is what it holds mid-chunk.
+
+        At a chunk boundary the chunk-start weights share storage with the weights, so it then holds less.
+        """
         tensors = [*self.weights.values(), *self.chunk_start.values()]
         tensors += [] if self.momentum is None else list(self.momentum.values())
         tensors += [] if self.conv is None else [self.conv]

@@ -62,47 +62,51 @@ class SelfModifyingTitans(nn.Module):
         }
         return MemoryState(weights=weights, chunk_start=dict(weights))
 
-    def short_conv(
-        self,
-        queries_in: torch.Tensor,
-        generated: torch.Tensor,
-        mask: torch.Tensor | None,
-        tail: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Causal depthwise conv + SiLU on `[q, k, v]` of one segment, continuing from the carried `tail`.
+    def convolve(
+        self, features: torch.Tensor, part: str, mask: torch.Tensor | None, tail: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal depthwise conv + SiLU over `[batch, heads, length, channels]`, continuing from `tail`.
 
-        Padded positions enter the window as zeros, exactly like the empty window before the first token.
-        Returns L2-normalised queries, keys and values, and the new tail (the last `conv_size - 1` inputs).
+        `part` is `"query"` (the first `head_dim` channels of `conv_weight`) or `"key_value"` (the rest). Padded
+        positions (`mask` `[batch, 1, length]` is 0) enter the window as zeros, exactly like the empty window
+        before the first token. Returns the activations and the new tail (the last `conv_size - 1` inputs).
         """
-        features = torch.cat([queries_in, generated[..., : 2 * self.head_dim]], dim=-1)
+        weight = self.conv_weight[:, : self.head_dim] if part == "query" else self.conv_weight[:, self.head_dim :]
+        weight = weight.to(features.dtype)
         if mask is not None:
             features = features * mask[..., None]
         batch, heads, length, channels = features.shape
         if tail is None:
             tail = features.new_zeros(batch, heads, self.conv_size - 1, channels)
         window = torch.cat([tail, features], dim=2)
-        weight = self.conv_weight.to(features.dtype)
-        convolved = sum(
-            weight[None, :, None, :, offset] * window[:, :, offset : offset + length]
-            for offset in range(self.conv_size)
-        )
-        queries, keys, values = F.silu(convolved).split(self.head_dim, dim=-1)
-        new_tail = window[:, :, window.shape[2] - (self.conv_size - 1) :]
-        return F.normalize(queries, dim=-1), F.normalize(keys, dim=-1), F.normalize(values, dim=-1), new_tail
+        convolved = weight[None, :, None, :, 0] * window[:, :, :length]
+        for offset in range(1, self.conv_size):
+            convolved = convolved + weight[None, :, None, :, offset] * window[:, :, offset : offset + length]
+        return F.silu(convolved), window[:, :, length:].clone()
+
+    def keys_values(
+        self, generated: torch.Tensor, mask: torch.Tensor | None, tail: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L2-normalised keys and values from the generators' outputs, and the new conv tail of their channels."""
+        convolved, tail = self.convolve(generated[..., : 2 * self.head_dim], "key_value", mask, tail)
+        keys, values = convolved.split(self.head_dim, dim=-1)
+        return F.normalize(keys, dim=-1), F.normalize(values, dim=-1), tail
 
     def rates(
         self, generated: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-token `eta`, `log alpha`, `log beta` and write flag `[batch, heads, length]`; padding is a no-op."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-token `eta`, `log alpha`, `log beta` and write flag `[batch, heads, length]`; padding is a no-op.
+
+        Without a mask the write flag is None and `log beta` (a per-head constant) has batch dimension 1.
+        """
         eta_logit = generated[..., 2 * self.head_dim] + self.eta_bias[:, None]
         alpha_logit = generated[..., 2 * self.head_dim + 1] + self.alpha_bias[:, None]
         eta = self.memory_lr_max * torch.sigmoid(eta_logit)
         log_alpha = F.logsigmoid(alpha_logit)
-        log_beta = F.logsigmoid(self.momentum_logit.to(generated.dtype))[:, None].expand_as(log_alpha)
-        write = torch.ones_like(eta)
-        if mask is not None:
-            eta, log_alpha, log_beta, write = eta * mask, log_alpha * mask, log_beta * mask, write * mask
-        return eta, log_alpha, log_beta, write
+        log_beta = F.logsigmoid(self.momentum_logit.to(generated.dtype))[None, :, None].expand(1, -1, eta.shape[-1])
+        if mask is None:
+            return eta, log_alpha, log_beta, None
+        return eta * mask, log_alpha * mask, log_beta * mask, mask.expand_as(eta)
 
     def forward(
         self,

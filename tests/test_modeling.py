@@ -147,3 +147,12 @@ def test_bfloat16_forward_and_generation():
     prompt = torch.randint(3, 97, (1, 5))
     assert model(prompt).logits.dtype == torch.bfloat16
     assert model.generate(prompt, max_new_tokens=3, do_sample=False).shape == (1, 8)
+
+
+def test_tied_word_embeddings_share_one_matrix(tmp_path):
+    model = hf_hope.HopeForCausalLM(tiny_config(tie_word_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight)

@@ -7,14 +7,23 @@ outer product `e_s x_s^T` and the recurrences
 
 unroll to `W_t = A_t W0 + b_t S0 - sum_{s<=t} D[t, s] eta_s e_s x_s^T` with `A_t = prod alpha`, and
 `D = L_alpha @ L_beta` the product of the two lower-triangular decay matrices. Reading `W_t y_t` then becomes
-attention-like: `A_t W0 y_t + b_t S0 y_t - ((D * eta) o (Y X^T)) E`. Chunks run one after another; the
+attention-like: `A_t W0 y_t + b_t S0 y_t - ((D * eta) o (Y X^T)) E`.
+
+The work runs in two passes. The first walks the chunks in order, since each chunk's keys, values, rates and
+inner gradients depend on the state left by the one before; it only carries the state from chunk end to chunk
+end. The second computes every token's read of the main memory for all chunks of equal length at once. The
 token-by-token recurrence in `memory_recurrent.py` is the oracle this file is tested against.
 """
+
+from dataclasses import dataclass
+from itertools import groupby
 
 import torch
 import torch.nn.functional as F
 
 from .memory_state import MemoryState
+
+MAIN_MEMORY = ("w1", "w2")
 
 
 class BetaTerms:
@@ -30,7 +39,7 @@ class BetaTerms:
 
 
 class SegmentCoefficients:
-    """Decay coefficients of one segment (a chunk, or the part of one) for every batch row and head."""
+    """Coefficients of every token t of a segment (a chunk, or the part of one): enough to read each `W_t`."""
 
     def __init__(self, eta: torch.Tensor, log_alpha: torch.Tensor, beta: BetaTerms, write: torch.Tensor | None) -> None:
         cum_alpha = log_alpha.cumsum(-1)
@@ -40,7 +49,20 @@ class SegmentCoefficients:
         self.weight_decay = cum_alpha.exp()  # A_t: coefficient of W0 in W_t
         self.momentum_in_weight = alpha_decay @ beta.cumulative[..., :, None]  # b_t: coefficient of S0 in W_t
         self.write_in_weight = (alpha_decay @ beta.decay) * eta[..., None, :]  # D[t, s] * eta_s
-        self.momentum_decay = beta.cumulative[..., -1]  # coefficient of S0 in the final momentum
+
+
+class EndCoefficients:
+    """Coefficients of the segment's last token only: enough to carry weights and momentum to its end."""
+
+    def __init__(self, eta: torch.Tensor, log_alpha: torch.Tensor, beta: BetaTerms, write: torch.Tensor | None) -> None:
+        cum_alpha = log_alpha.cumsum(-1)
+        alpha_to_end = (cum_alpha[..., -1:] - cum_alpha).exp()  # A_L / A_r
+        if write is not None:
+            alpha_to_end = alpha_to_end * write
+        self.weight_decay = cum_alpha[..., -1, None, None].exp()  # A_L
+        self.momentum_in_weight = (alpha_to_end * beta.cumulative).sum(-1)[..., None, None]  # b_L
+        self.write_in_weight = (alpha_to_end[..., None, :] @ beta.decay)[..., 0, :] * eta  # D[L, s] * eta_s
+        self.momentum_decay = beta.cumulative[..., -1, None, None]  # B_L: coefficient of S0 in the final momentum
         self.write_in_momentum = beta.to_end * eta  # coefficient of write s in the final momentum
 
 
@@ -67,18 +89,17 @@ def read_updated(
 def final_state(
     start: torch.Tensor,
     momentum: torch.Tensor | None,
-    coefficients: SegmentCoefficients,
+    coefficients: EndCoefficients,
     write_inputs: torch.Tensor,
     write_errors: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights and momentum after the last token of the segment."""
-    last_row = coefficients.write_in_weight[..., -1, :]
-    weights = coefficients.weight_decay[..., -1, None, None] * start
-    weights = weights - (write_errors * last_row[..., None]).transpose(-1, -2) @ write_inputs
+    weights = coefficients.weight_decay * start
+    weights = weights - (write_errors * coefficients.write_in_weight[..., None]).transpose(-1, -2) @ write_inputs
     new_momentum = -(write_errors * coefficients.write_in_momentum[..., None]).transpose(-1, -2) @ write_inputs
     if momentum is not None:
-        weights = weights + coefficients.momentum_in_weight[..., -1, :, None] * momentum
-        new_momentum = new_momentum + coefficients.momentum_decay[..., None, None] * momentum
+        weights = weights + coefficients.momentum_in_weight * momentum
+        new_momentum = new_momentum + coefficients.momentum_decay * momentum
     return weights, new_momentum
 
 
@@ -115,6 +136,21 @@ def main_memory_errors(
     return activation, errors_w1, errors_w2
 
 
+@dataclass
+class SegmentWrites:
+    """What the second pass needs of one segment to read the main memory at each of its tokens."""
+
+    begin: int
+    end: int
+    keys: torch.Tensor
+    rates: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]  # eta, log alpha, log beta, write
+    activation: torch.Tensor
+    errors_w1: torch.Tensor
+    errors_w2: torch.Tensor
+    start: dict[str, torch.Tensor]  # main-memory weights at the segment's start
+    momentum: dict[str, torch.Tensor] | None  # and its momentum (None: zero)
+
+
 def chunk_forward(
     mixer, queries_in: torch.Tensor, generator_in: torch.Tensor, mask: torch.Tensor | None, state: MemoryState
 ) -> tuple[torch.Tensor, MemoryState]:
@@ -133,14 +169,14 @@ def chunk_forward(
     query_tail = kv_tail = None
     if state.conv is not None:
         query_tail, kv_tail = state.conv[..., :head_dim], state.conv[..., head_dim:]
-    all_queries, query_tail = mixer.convolve(queries_in, "query", mask, query_tail)
-    all_queries = F.normalize(all_queries, dim=-1)
+    queries, query_tail = mixer.convolve(queries_in, "query", mask, query_tail)
+    queries = F.normalize(queries, dim=-1)
     if not mixer.self_modifying:
         static = generator_in @ chunk_start["generator"].transpose(-1, -2)
         all_keys, all_values, kv_tail = mixer.keys_values(static, mask, kv_tail)
         all_rates = mixer.rates(static, mask)
-    beta_terms = {}
-    outputs = []
+    beta_terms: dict[int, BetaTerms] = {}
+    segments = []
     begin = 0
     while begin < total:
         end = begin + min(chunk_size - position % chunk_size, total - begin)
@@ -148,42 +184,87 @@ def chunk_forward(
         if mixer.self_modifying:
             generated = generator_in[:, :, begin:end] @ chunk_start["generator"].transpose(-1, -2)
             keys, values, kv_tail = mixer.keys_values(generated, segment_mask, kv_tail)
-            eta, log_alpha, log_beta, write = mixer.rates(generated, segment_mask)
+            rates = mixer.rates(generated, segment_mask)
         else:
             keys, values = all_keys[:, :, begin:end], all_values[:, :, begin:end]
-            eta, log_alpha, log_beta, write = (None if rate is None else rate[..., begin:end] for rate in all_rates)
-        if segment_mask is None:
-            if end - begin not in beta_terms:
-                beta_terms[end - begin] = BetaTerms(log_beta)
-            beta = beta_terms[end - begin]
-        else:
-            beta = BetaTerms(log_beta)
-        coefficients = SegmentCoefficients(eta, log_alpha, beta, write)
-        queries = all_queries[:, :, begin:end]
-        old_momentum = momentum or {}
-        momentum = {}
-
+            rates = tuple(None if rate is None else rate[..., begin:end] for rate in all_rates)
+        eta, log_alpha, log_beta, write = rates
+        beta = _beta_terms(beta_terms, log_beta, cacheable=segment_mask is None)
         activation, errors_w1, errors_w2 = main_memory_errors(
             chunk_start["w1"], chunk_start["w2"], keys, values, mixer.self_generated_values
         )
-        hidden = read_updated(weights["w2"], old_momentum.get("w2"), coefficients, keys, errors_w2, queries)
-        read = read_updated(weights["w1"], old_momentum.get("w1"), coefficients, activation, errors_w1, F.silu(hidden))
-        outputs.append(queries + read)
+        main_start = {name: weights[name] for name in MAIN_MEMORY}
+        main_momentum = None if momentum is None else {name: momentum[name] for name in MAIN_MEMORY}
+        segments.append(
+            SegmentWrites(begin, end, keys, rates, activation, errors_w1, errors_w2, main_start, main_momentum)
+        )
         writes = {"w1": (activation, errors_w1), "w2": (keys, errors_w2)}
-
         if mixer.self_modifying:
             # Linear generators G with target G v: e = 2 (G k - G v) + G k = G (3 k - 2 v).
             writes["generator"] = (keys, (3 * keys - 2 * values) @ chunk_start["generator"].transpose(-1, -2))
-
+        end_coefficients = EndCoefficients(eta, log_alpha, beta, write)
+        old_momentum, momentum = momentum or {}, {}
         for name, (inputs, errors) in writes.items():
             weights[name], momentum[name] = final_state(
-                weights[name], old_momentum.get(name), coefficients, inputs, errors
+                weights[name], old_momentum.get(name), end_coefficients, inputs, errors
             )
         position += end - begin
         if position % chunk_size == 0:
             chunk_start = dict(weights)
         begin = end
 
+    reads = [
+        _read_segments(list(group), queries)
+        for _, group in groupby(segments, key=lambda segment: segment.end - segment.begin)
+    ]
     conv = torch.cat([query_tail, kv_tail], dim=-1)
     new_state = MemoryState(weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv, position=position)
-    return torch.cat(outputs, dim=2), new_state
+    return torch.cat(reads, dim=2), new_state
+
+
+def _beta_terms(cache: dict[int, BetaTerms], log_beta: torch.Tensor, cacheable: bool) -> BetaTerms:
+    length = log_beta.shape[-1]
+    if not cacheable:
+        return BetaTerms(log_beta)
+    if length not in cache:
+        cache[length] = BetaTerms(log_beta)
+    return cache[length]
+
+
+def _read_segments(segments: list[SegmentWrites], queries: torch.Tensor) -> torch.Tensor:
+    """Main-memory outputs `q + M(q; W_t)` of consecutive segments of equal length, computed as one batch.
+
+    The segments are stacked on a new dimension after the heads; returns `[batch, heads, tokens, head_dim]`.
+    """
+    count, length = len(segments), segments[0].end - segments[0].begin
+
+    def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(tensors, dim=2)
+
+    eta, log_alpha, log_beta, write = (
+        None if segments[0].rates[index] is None else stack([segment.rates[index] for segment in segments])
+        for index in range(4)
+    )
+    coefficients = SegmentCoefficients(eta, log_alpha, BetaTerms(log_beta), write)
+    segment_queries = queries[:, :, segments[0].begin : segments[-1].end].unflatten(2, (count, length))
+    starts = {name: stack([segment.start[name] for segment in segments]) for name in MAIN_MEMORY}
+    momenta = dict.fromkeys(MAIN_MEMORY)
+    if any(segment.momentum is not None for segment in segments):
+        momenta = {
+            name: stack(
+                [
+                    torch.zeros_like(segment.start[name]) if segment.momentum is None else segment.momentum[name]
+                    for segment in segments
+                ]
+            )
+            for name in MAIN_MEMORY
+        }
+    keys = stack([segment.keys for segment in segments])
+    hidden = read_updated(
+        starts["w2"], momenta["w2"], coefficients, keys, stack([s.errors_w2 for s in segments]), segment_queries
+    )
+    activation = stack([segment.activation for segment in segments])
+    read = read_updated(
+        starts["w1"], momenta["w1"], coefficients, activation, stack([s.errors_w1 for s in segments]), F.silu(hidden)
+    )
+    return (segment_queries + read).flatten(2, 3)

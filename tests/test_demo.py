@@ -18,7 +18,7 @@ def test_demo_trains_saves_reloads_and_generates(tmp_path, capsys):
     assert math.isfinite(figures["final_eval_loss"])
     assert figures["final_eval_loss"] < figures["initial_eval_loss"]
     assert (tmp_path / "model" / "model.safetensors").exists()
-    assert "greedy continuation" in capsys.readouterr().out
+    assert "sampled continuation" in capsys.readouterr().out
 
 
 def test_cli_parses_demo_flags():

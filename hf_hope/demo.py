@@ -110,8 +110,9 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
     reloaded = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     prompt = torch.tensor([list(b"\ndef ")])
     torch.manual_seed(settings.seed)
-    generated = reloaded.generate(prompt, max_new_tokens=200, do_sample=True, temperature=0.7, top_k=20)
+    generated = reloaded.generate(prompt, max_new_tokens=300, do_sample=True, top_k=40)
     text = bytes(generated[0].tolist()).decode("utf-8", errors="replace")
+    text = "\n".join(line.rstrip() for line in text.splitlines())
 
     figures = {
         "initial_eval_loss": initial_loss,

@@ -33,7 +33,7 @@ class HopeDecoderLayer(GradientCheckpointingLayer):
         super().__init__()
         self.layer_idx = layer_idx
         self.input_layernorm = HopeRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mixer = SelfModifyingTitans(config, layer_idx)
+        self.mixer = SelfModifyingTitans(config)
         self.cms = ContinuumMemory.from_level_specs(
             config.hidden_size, config.cms_levels, config.cms_variant, config.rms_norm_eps
         )

@@ -20,15 +20,14 @@ from .memory_recurrent import recurrent_forward
 from .memory_state import MemoryState
 from .normalization import HopeRMSNorm
 
-MEMORY_IMPLEMENTATIONS = {"chunk": chunk_forward, "recurrent": recurrent_forward}
+MEMORY_FORWARDS = {"chunk": chunk_forward, "recurrent": recurrent_forward}
 
 
 class SelfModifyingTitans(nn.Module):
     """Self-modifying Titans mixer over `[batch, length, hidden_size]` inputs with a carried `MemoryState`."""
 
-    def __init__(self, config: HopeConfig, layer_idx: int) -> None:
+    def __init__(self, config: HopeConfig) -> None:
         super().__init__()
-        self.layer_idx = layer_idx
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         self.chunk_size, self.conv_size = config.chunk_size, config.conv_size
         self.memory_lr_max = config.memory_lr_max
@@ -115,17 +114,22 @@ class SelfModifyingTitans(nn.Module):
         state: MemoryState | None = None,
         implementation: str = "chunk",
     ) -> tuple[torch.Tensor, MemoryState]:
-        """Mix `[batch, length, hidden]` inputs; `attention_mask` is `[batch, length]` with 0 on padding."""
+        """Mix `[batch, length, hidden]` inputs; `attention_mask` is `[batch, length]` with 0 on padding.
+
+        The memories are computed in at least float32 (bfloat16 and float16 models included), and so is the
+        returned state.
+        """
         batch, length, _ = hidden_states.shape
         if length == 0:
             raise ValueError("SelfModifyingTitans received an empty sequence (length 0).")
-        if state is None:
-            state = self.initial_state(batch)
+        compute_dtype = torch.promote_types(hidden_states.dtype, torch.float32)
+        state = self.initial_state(batch) if state is None else state
+        state = state.map_tensors(lambda tensor: tensor.to(compute_dtype))
         heads_view = (batch, length, self.num_heads, self.head_dim)
-        queries_in = self.q_proj(hidden_states).view(heads_view).transpose(1, 2)
-        generator_in = self.in_proj(hidden_states).view(heads_view).transpose(1, 2)
+        queries_in = self.q_proj(hidden_states).view(heads_view).transpose(1, 2).to(compute_dtype)
+        generator_in = self.in_proj(hidden_states).view(heads_view).transpose(1, 2).to(compute_dtype)
         gate = self.g_proj(hidden_states)
-        memory_forward = MEMORY_IMPLEMENTATIONS[implementation]
+        memory_forward = MEMORY_FORWARDS[implementation]
         read, new_state = memory_forward(self, queries_in, generator_in, attention_mask, state)
-        read = self.o_norm(read).transpose(1, 2).reshape(batch, length, -1)
+        read = self.o_norm(read).to(hidden_states.dtype).transpose(1, 2).reshape(batch, length, -1)
         return self.o_proj(read * torch.sigmoid(gate)), new_state

@@ -145,7 +145,11 @@ def test_independent_cms_variant_is_a_weighted_sum():
 def test_bfloat16_forward_and_generation():
     model = tiny_model(dtype=torch.bfloat16)
     prompt = torch.randint(3, 97, (1, 5))
-    assert model(prompt).logits.dtype == torch.bfloat16
+    logits = model(prompt).logits
+    assert logits.dtype == torch.bfloat16
+    reference = model.float()(prompt).logits
+    torch.testing.assert_close(logits.float(), reference, rtol=0.05, atol=0.05)
+    model.to(torch.bfloat16)
     assert model.generate(prompt, max_new_tokens=3, do_sample=False).shape == (1, 8)
 
 

@@ -36,12 +36,6 @@ class HopeCacheLayer:
             "Recompute from the prompt instead."
         )
 
-    def offload(self) -> None:
-        self._map(lambda tensor: tensor.to("cpu", non_blocking=True))
-
-    def prefetch(self) -> None:
-        """Nothing to prefetch: `offload` is only used by the offloaded cache implementation."""
-
 
 class HopeCache(Cache):
     """Per-layer memory states of a HOPE model. Its size depends on the batch and the model, never on the length.

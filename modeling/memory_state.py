@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-MEMORY_NAMES = ("generator", "w1", "w2")
-
 
 @dataclass
 class MemoryState:

@@ -8,7 +8,7 @@ standard library's own source files, so nothing is downloaded.
 import math
 import sysconfig
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,13 +23,13 @@ BOS_TOKEN = 10  # newline: generation starts at the beginning of a line
 class DemoSettings:
     """What the demo trains and for how long (the defaults take about two minutes on two CPU cores)."""
 
-    output_dir: str = "runs/demo"
-    max_steps: int = 400
-    seq_len: int = 256
-    batch_size: int = 8
-    learning_rate: float = 3e-3
-    corpus_bytes: int = 2_000_000
-    seed: int = 0
+    output_dir: str = field(default="runs/demo", metadata={"help": "where the trained model is saved"})
+    max_steps: int = field(default=400, metadata={"help": "optimizer steps"})
+    seq_len: int = field(default=256, metadata={"help": "bytes per training sequence"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per step"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (cosine schedule)"})
+    corpus_bytes: int = field(default=2_000_000, metadata={"help": "bytes of standard-library source to use"})
+    seed: int = field(default=0, metadata={"help": "random seed of initialisation, data order and sampling"})
 
 
 def stdlib_source_bytes(max_bytes: int) -> bytes:

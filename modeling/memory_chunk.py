@@ -169,13 +169,12 @@ def chunk_forward(
     query_tail = kv_tail = None
     if state.conv is not None:
         query_tail, kv_tail = state.conv[..., :head_dim], state.conv[..., head_dim:]
-    queries, query_tail = mixer.convolve(queries_in, "query", mask, query_tail)
-    queries = F.normalize(queries, dim=-1)
+    queries, query_tail = mixer.queries(queries_in, mask, query_tail)
     if not mixer.self_modifying:
         static = generator_in @ chunk_start["generator"].transpose(-1, -2)
         all_keys, all_values, kv_tail = mixer.keys_values(static, mask, kv_tail)
         all_rates = mixer.rates(static, mask)
-    beta_terms: dict[int, BetaTerms] = {}
+    beta_terms: dict[int, BetaTerms] = {}  # without padding, the momentum-decay terms depend only on the length
     segments = []
     begin = 0
     while begin < total:
@@ -189,7 +188,12 @@ def chunk_forward(
             keys, values = all_keys[:, :, begin:end], all_values[:, :, begin:end]
             rates = tuple(None if rate is None else rate[..., begin:end] for rate in all_rates)
         eta, log_alpha, log_beta, write = rates
-        beta = _beta_terms(beta_terms, log_beta, cacheable=segment_mask is None)
+        if segment_mask is not None:
+            beta = BetaTerms(log_beta)
+        elif end - begin in beta_terms:
+            beta = beta_terms[end - begin]
+        else:
+            beta = beta_terms[end - begin] = BetaTerms(log_beta)
         activation, errors_w1, errors_w2 = main_memory_errors(
             chunk_start["w1"], chunk_start["w2"], keys, values, mixer.self_generated_values
         )
@@ -220,15 +224,6 @@ def chunk_forward(
     conv = torch.cat([query_tail, kv_tail], dim=-1)
     new_state = MemoryState(weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv, position=position)
     return torch.cat(reads, dim=2), new_state
-
-
-def _beta_terms(cache: dict[int, BetaTerms], log_beta: torch.Tensor, cacheable: bool) -> BetaTerms:
-    length = log_beta.shape[-1]
-    if not cacheable:
-        return BetaTerms(log_beta)
-    if length not in cache:
-        cache[length] = BetaTerms(log_beta)
-    return cache[length]
 
 
 def _read_segments(segments: list[SegmentWrites], queries: torch.Tensor) -> torch.Tensor:

@@ -61,16 +61,30 @@ class SelfModifyingTitans(nn.Module):
         }
         return MemoryState(weights=weights, chunk_start=dict(weights))
 
-    def convolve(
-        self, features: torch.Tensor, part: str, mask: torch.Tensor | None, tail: torch.Tensor | None
+    def queries(
+        self, queries_in: torch.Tensor, mask: torch.Tensor | None, tail: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised queries from the static query projections, and the new conv tail of their channels."""
+        convolved, tail = self._convolve(queries_in, self.conv_weight[:, : self.head_dim], mask, tail)
+        return F.normalize(convolved, dim=-1), tail
+
+    def keys_values(
+        self, generated: torch.Tensor, mask: torch.Tensor | None, tail: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L2-normalised keys and values from the generators' outputs, and the new conv tail of their channels."""
+        features = generated[..., : 2 * self.head_dim]
+        convolved, tail = self._convolve(features, self.conv_weight[:, self.head_dim :], mask, tail)
+        keys, values = convolved.split(self.head_dim, dim=-1)
+        return F.normalize(keys, dim=-1), F.normalize(values, dim=-1), tail
+
+    def _convolve(
+        self, features: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None, tail: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Causal depthwise conv + SiLU over `[batch, heads, length, channels]`, continuing from `tail`.
 
-        `part` is `"query"` (the first `head_dim` channels of `conv_weight`) or `"key_value"` (the rest). Padded
-        positions (`mask` `[batch, 1, length]` is 0) enter the window as zeros, exactly like the empty window
-        before the first token. Returns the activations and the new tail (the last `conv_size - 1` inputs).
+        Padded positions (`mask` `[batch, 1, length]` is 0) enter the window as zeros, exactly like the empty
+        window before the first token. Returns the activations and the new tail (the last `conv_size - 1` inputs).
         """
-        weight = self.conv_weight[:, : self.head_dim] if part == "query" else self.conv_weight[:, self.head_dim :]
         weight = weight.to(features.dtype)
         if mask is not None:
             features = features * mask[..., None]
@@ -82,14 +96,6 @@ class SelfModifyingTitans(nn.Module):
         for offset in range(1, self.conv_size):
             convolved = convolved + weight[None, :, None, :, offset] * window[:, :, offset : offset + length]
         return F.silu(convolved), window[:, :, length:].clone()
-
-    def keys_values(
-        self, generated: torch.Tensor, mask: torch.Tensor | None, tail: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """L2-normalised keys and values from the generators' outputs, and the new conv tail of their channels."""
-        convolved, tail = self.convolve(generated[..., : 2 * self.head_dim], "key_value", mask, tail)
-        keys, values = convolved.split(self.head_dim, dim=-1)
-        return F.normalize(keys, dim=-1), F.normalize(values, dim=-1), tail
 
     def rates(
         self, generated: torch.Tensor, mask: torch.Tensor | None

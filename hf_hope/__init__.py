@@ -2,10 +2,21 @@
 
 Importing this package registers HOPE with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`, and marks the
 classes for `auto_map` so that saved checkpoints also load with `trust_remote_code=True` where hf_hope is absent.
+It also registers the retrofitted (`<family>_cms`) counterparts of the CMS adapter's supported families.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .conversion import (
+    SUPPORTED_MODEL_TYPES,
+    CMSConfig,
+    convert_gguf,
+    load_cms_adapter,
+    register_auto_classes,
+    retrofit,
+    save_cms_adapter,
+    unretrofit,
+)
 from .modeling import (
     CMSLevel,
     ContinuumMemory,
@@ -27,8 +38,11 @@ AutoModelForCausalLM.register(HopeConfig, HopeForCausalLM, exist_ok=True)
 HopeConfig.register_for_auto_class()
 HopeModel.register_for_auto_class("AutoModel")
 HopeForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+register_auto_classes()
 
 __all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "CMSConfig",
     "CMSLevel",
     "ContinuumMemory",
     "GatedMLP",
@@ -38,5 +52,10 @@ __all__ = [
     "HopeModel",
     "HopePreTrainedModel",
     "LevelTag",
+    "convert_gguf",
+    "load_cms_adapter",
     "parameter_levels",
+    "retrofit",
+    "save_cms_adapter",
+    "unretrofit",
 ]

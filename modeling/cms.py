@@ -55,7 +55,7 @@ class CMSLevel(nn.Module):
             raise ValueError(f"period={period} is invalid: it must be an int >= 1 or None (frozen).")
         self.norm = norm if norm is not None else nn.Identity()
         self.mlp = mlp
-        self.tag = LevelTag(level=level, period=period, lr_scale=float(lr_scale))
+        self.level_tag = LevelTag(level=level, period=period, lr_scale=float(lr_scale))
         if period is None:
             self.requires_grad_(False)
 
@@ -63,7 +63,7 @@ class CMSLevel(nn.Module):
         return self.mlp(self.norm(hidden_states))
 
     def extra_repr(self) -> str:
-        return f"level={self.tag.level}, period={self.tag.period}, lr_scale={self.tag.lr_scale}"
+        return f"level={self.level_tag.level}, period={self.level_tag.period}, lr_scale={self.level_tag.lr_scale}"
 
 
 class ContinuumMemory(nn.Module):
@@ -112,11 +112,16 @@ class ContinuumMemory(nn.Module):
 
 
 def parameter_levels(model: nn.Module) -> dict[str, LevelTag]:
-    """Map every parameter name of `model` to its `LevelTag`; parameters outside any `CMSLevel` get `UNTAGGED`."""
+    """Map every parameter name of `model` to its `LevelTag`.
+
+    A module with a `level_tag` attribute (a `CMSLevel`, an FFN retrofitted by the CMS adapter) tags every
+    parameter below it; a nested tag overrides an outer one. Parameters without a tag get `UNTAGGED`.
+    """
     tags = dict.fromkeys((name for name, _ in model.named_parameters()), UNTAGGED)
-    for module_name, module in model.named_modules():
-        if isinstance(module, CMSLevel):
+    for module_name, module in model.named_modules():  # parents come before their children
+        tag = getattr(module, "level_tag", None)
+        if isinstance(tag, LevelTag):
             prefix = f"{module_name}." if module_name else ""
             for param_name, _ in module.named_parameters():
-                tags[prefix + param_name] = module.tag
+                tags[prefix + param_name] = tag
     return tags

@@ -1,6 +1,7 @@
-"""Tiny HOPE configurations and models built offline for the tests."""
+"""Tiny HOPE and CMS-adapter family models built offline for the tests."""
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PretrainedConfig, PreTrainedModel
 
 import hf_hope
 
@@ -33,3 +34,21 @@ def tiny_model(dtype: torch.dtype = torch.float64, seed: int = 0, **overrides) -
             layer.mixer.momentum_logit.fill_(1.0)
             layer.mixer.memory_w1.normal_(0, 0.3)
     return model
+
+
+def tiny_family_config(model_type: str, num_hidden_layers: int = 2) -> PretrainedConfig:
+    """A small config of one CMS-adapter family (hidden 32, FFN width 64)."""
+    tokens = {"vocab_size": 128, "bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+    if model_type == "gpt2":
+        return GPT2Config(**tokens, n_embd=32, n_layer=num_hidden_layers, n_head=4, n_inner=64, n_positions=64)
+    common = {**tokens, "num_hidden_layers": num_hidden_layers, "max_position_embeddings": 64}
+    attention = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+    if model_type in ("qwen3", "gemma", "gemma2", "gemma3_text"):
+        attention["head_dim"] = 8
+    return AutoConfig.for_model(model_type, **common, **attention)
+
+
+def tiny_family_model(model_type: str, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised causal LM of `model_type` in float32 and eval mode."""
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_family_config(model_type)).eval()

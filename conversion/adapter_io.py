@@ -1,0 +1,112 @@
+"""Save and load the CMS adapter alone: its weights (safetensors) and its config (JSON), next to any base model.
+
+Only what the base model cannot restore is written: the new levels, their mixing weights, and the pretrained
+FFN too when its level is not frozen. The JSON also describes the base model, so an adapter is refused, with a
+message saying why, by a base it was not made for.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .cms_config import CMS_CONFIG_NAME, CMSConfig
+from .cms_ffn import RetrofittedFFN, family_of, ffn_sites
+from .families import Family
+from .retrofit import retrofit, retrofitted_family, unretrofit
+
+CMS_WEIGHTS_NAME = "cms_adapter.safetensors"
+
+
+def cms_adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, keyed `layers.<decoder layer index>.<name inside the FFN>` (wrapper-independent)."""
+    family, _ = retrofitted_family(model)
+    state = {}
+    for site in ffn_sites(model, family):
+        ffn = site.ffn
+        if not isinstance(ffn, RetrofittedFFN):
+            continue
+        for name, tensor in ffn.state_dict().items():
+            if name.startswith(("cms_levels.", "cms_mixing.")) or ffn.level_tag.period is not None:
+                state[f"layers.{site.index}.{name}"] = tensor
+    return state
+
+
+def save_cms_adapter(model: nn.Module, save_directory: str | os.PathLike) -> None:
+    """Write `cms_adapter.safetensors` and `cms_adapter_config.json` for the retrofitted `model`.
+
+    Each file is written under a temporary name and then renamed, so an interrupted save never leaves a
+    half-written adapter. The folder may also hold a PEFT adapter or a full model.
+    """
+    family, config = retrofitted_family(model)
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().contiguous() for name, tensor in cms_adapter_state_dict(model).items()}
+    temporary = directory / (CMS_WEIGHTS_NAME + ".tmp")
+    save_file(tensors, temporary, metadata={"format": "pt"})
+    os.replace(temporary, directory / CMS_WEIGHTS_NAME)
+    config.save_pretrained(directory, base_model=_describe_base(model, family))
+
+
+def load_cms_adapter(model: nn.Module, adapter_directory: str | os.PathLike) -> nn.Module:
+    """Retrofit the plain `model` as the saved adapter describes and load its weights; returns `model`.
+
+    Refuses, leaving `model` unchanged, an adapter made for another base (model type, layer count, widths) or
+    whose tensors do not match what the config builds.
+    """
+    directory = Path(adapter_directory)
+    config_path, weights_path = directory / CMS_CONFIG_NAME, directory / CMS_WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist: {directory} holds no CMS adapter saved by save_cms_adapter."
+            )
+    saved = json.loads(config_path.read_text())
+    expected_base = saved.pop("base_model")
+    family = family_of(model)
+    actual_base = _describe_base(model, family)
+    if expected_base != actual_base:
+        raise ValueError(
+            f"The CMS adapter in {directory} was made for another base model: it expects {expected_base}, "
+            f"but this model is {actual_base}."
+        )
+    tensors = load_file(weights_path)
+    retrofit(model, CMSConfig.from_dict(saved))
+    expected = {name: tensor.shape for name, tensor in cms_adapter_state_dict(model).items()}
+    problems = _tensor_problems(expected, {name: tensor.shape for name, tensor in tensors.items()})
+    if problems:
+        unretrofit(model, merge=False)
+        raise ValueError(f"The CMS adapter in {directory} does not fit this model: {'; '.join(problems)}.")
+    per_layer: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        _, index, inner_name = name.split(".", 2)
+        per_layer.setdefault(int(index), {})[inner_name] = tensor
+    sites = ffn_sites(model, family)
+    for index, layer_tensors in per_layer.items():
+        sites[index].ffn.load_state_dict(layer_tensors, strict=False)  # keys were checked above
+    return model
+
+
+def _describe_base(model: nn.Module, family: Family) -> dict[str, object]:
+    config = model.config
+    return {
+        "model_type": family.model_type,
+        "num_layers": len(ffn_sites(model, family)),
+        "hidden_size": config.hidden_size,
+        "ffn_width": family.ffn_width(config),
+    }
+
+
+def _tensor_problems(expected: dict[str, torch.Size], found: dict[str, torch.Size]) -> list[str]:
+    problems = []
+    if missing := sorted(set(expected) - set(found)):
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected := sorted(set(found) - set(expected)):
+        problems.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    for name in sorted(set(expected) & set(found)):
+        if expected[name] != found[name]:
+            problems.append(f"{name} has shape {tuple(found[name])}, this model needs {tuple(expected[name])}")
+    return problems

@@ -1,0 +1,55 @@
+"""LoRA (peft) on the attention of a retrofitted model: it trains, saves and reloads next to the CMS adapter."""
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+import hf_hope
+from hf_hope.conversion import RetrofittedFFN
+
+from .helpers import tiny_family_model
+
+INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
+
+
+def lora_then_retrofit() -> torch.nn.Module:
+    """The recipe: wrap with LoRA first (PEFT freezes the base), then retrofit (the new levels train)."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    model = get_peft_model(tiny_family_model("llama"), lora)
+    return hf_hope.retrofit(model, hf_hope.CMSConfig(levels=[{"period": None}, {"period": 1}]))
+
+
+def test_lora_and_cms_levels_train_together():
+    model = lora_then_retrofit()
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable and all("lora_" in name or ".cms_levels." in name for name in trainable)
+    assert any("lora_" in name for name in trainable) and any(".cms_levels." in name for name in trainable)
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(5):
+        loss = model(input_ids=INPUT_IDS, labels=INPUT_IDS).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name]) == (name not in trainable), name
+
+
+def test_lora_and_cms_adapter_save_and_reload(tmp_path):
+    model = lora_then_retrofit()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    model.eval()
+    expected = model(input_ids=INPUT_IDS).logits
+    model.save_pretrained(tmp_path)  # the LoRA weights
+    hf_hope.save_cms_adapter(model, tmp_path)  # the CMS levels, in the same folder
+
+    reloaded = PeftModel.from_pretrained(tiny_family_model("llama"), tmp_path)
+    reloaded = hf_hope.load_cms_adapter(reloaded, tmp_path).eval()
+    assert any(isinstance(module, RetrofittedFFN) for module in reloaded.modules())
+    assert torch.equal(reloaded(input_ids=INPUT_IDS).logits, expected)

@@ -1,7 +1,15 @@
-"""Tiny HOPE and CMS-adapter family models built offline for the tests."""
+"""Tiny HOPE and CMS-adapter family models built offline for the tests, and a small `Trainer` set-up."""
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PretrainedConfig, PreTrainedModel
+from torch.utils.data import Dataset
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GPT2Config,
+    PretrainedConfig,
+    PreTrainedModel,
+    TrainingArguments,
+)
 
 import hf_hope
 
@@ -52,3 +60,31 @@ def tiny_family_model(model_type: str, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised causal LM of `model_type` in float32 and eval mode."""
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(tiny_family_config(model_type)).eval()
+
+
+class RepeatedBatch(Dataset):
+    """The same few sequences again and again: a model that learns must drive their loss down."""
+
+    def __init__(self, sequences: torch.Tensor, repeats: int) -> None:
+        self.sequences, self.repeats = sequences, repeats
+
+    def __len__(self) -> int:
+        return len(self.sequences) * self.repeats
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sequence = self.sequences[index % len(self.sequences)]
+        return {"input_ids": sequence, "labels": sequence}
+
+
+def training_arguments(output_dir, max_steps: int) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )

@@ -1,12 +1,13 @@
-"""LoRA (peft) on the attention of a retrofitted model: it trains, saves and reloads next to the CMS adapter."""
+"""A retrofitted model in the ecosystem: LoRA (peft) next to the CMS adapter, and `Trainer` checkpoints."""
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, Trainer
 
 import hf_hope
 from hf_hope.conversion import RetrofittedFFN
 
-from .helpers import tiny_family_model
+from .helpers import RepeatedBatch, tiny_family_model, training_arguments
 
 INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
 
@@ -53,3 +54,18 @@ def test_lora_and_cms_adapter_save_and_reload(tmp_path):
     reloaded = hf_hope.load_cms_adapter(reloaded, tmp_path).eval()
     assert any(isinstance(module, RetrofittedFFN) for module in reloaded.modules())
     assert torch.equal(reloaded(input_ids=INPUT_IDS).logits, expected)
+
+
+def test_trainer_trains_a_retrofitted_model_and_its_checkpoint_reloads(tmp_path):
+    model = hf_hope.retrofit(tiny_family_model("gpt2"), hf_hope.CMSConfig(levels=[{"period": None}, {"period": 1}]))
+    data = RepeatedBatch(torch.randint(0, 128, (4, 16)), repeats=20)
+    args = training_arguments(tmp_path, max_steps=10)
+    args.save_strategy, args.save_steps = "steps", 10
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses[-1] < losses[0]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint-10").eval()
+    assert type(reloaded) is type(model)
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=INPUT_IDS).logits, model.eval()(input_ids=INPUT_IDS).logits)

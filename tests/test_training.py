@@ -2,40 +2,11 @@
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 import hf_hope
 
-from .helpers import tiny_config
-
-
-class RepeatedBatch(Dataset):
-    """The same few sequences again and again: a model that learns must drive their loss down."""
-
-    def __init__(self, sequences: torch.Tensor, repeats: int) -> None:
-        self.sequences, self.repeats = sequences, repeats
-
-    def __len__(self) -> int:
-        return len(self.sequences) * self.repeats
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sequence = self.sequences[index % len(self.sequences)]
-        return {"input_ids": sequence, "labels": sequence}
-
-
-def training_arguments(output_dir, max_steps: int) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+from .helpers import RepeatedBatch, tiny_config, training_arguments
 
 
 def test_trainer_fits_a_repeated_batch(tmp_path):

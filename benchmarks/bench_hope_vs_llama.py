@@ -154,11 +154,11 @@ def cache_bytes(cache: Cache) -> int:
 def decoding_step(model: PreTrainedModel, prompt: torch.Tensor) -> tuple[Callable[[], None], int]:
     """Prefill `prompt`; return a greedy one-token decoding step on the cache and the cache bytes after prefill."""
     output = model(prompt, use_cache=True)
-    cache = output.past_key_values
+    cache = output.cache
     state = {"next": output.logits[:, -1:].argmax(-1)}
 
     def step() -> None:
-        state["next"] = model(state["next"], past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        state["next"] = model(state["next"], cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
 
     return step, cache_bytes(cache)
 

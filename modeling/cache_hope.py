@@ -40,7 +40,7 @@ class HopeCacheLayer:
 class HopeCache(Cache):
     """Per-layer memory states of a HOPE model. Its size depends on the batch and the model, never on the length.
 
-    `generate()` creates one automatically; pass it back as `past_key_values` to continue from where a call ended.
+    `generate()` creates one automatically; pass it back as `cache` to continue from where a call ended.
     """
 
     def __init__(self, config=None, num_hidden_layers: int | None = None) -> None:

@@ -51,7 +51,7 @@ class HopeConfig(PreTrainedConfig):
     """
 
     model_type = "hope"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
 
     vocab_size: int = 32000
     hidden_size: int = 512

@@ -43,15 +43,15 @@ class HopeDecoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: HopeCache | None = None,
+        cache: HopeCache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        state = past_key_values.get_state(self.layer_idx) if past_key_values is not None else None
+        state = cache.get_state(self.layer_idx) if cache is not None else None
         mixed, new_state = self.mixer(
             self.input_layernorm(hidden_states), attention_mask, state, implementation=self.memory_implementation
         )
-        if past_key_values is not None:
-            past_key_values.set_state(self.layer_idx, new_state)
+        if cache is not None:
+            cache.set_state(self.layer_idx, new_state)
         return self.cms(hidden_states + mixed)
 
 
@@ -61,7 +61,7 @@ class HopePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["HopeDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _is_stateful = True
     _can_record_outputs = {"hidden_states": HopeDecoderLayer}
 
@@ -147,7 +147,7 @@ class HopeModel(HopePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -156,28 +156,28 @@ class HopeModel(HopePreTrainedModel):
         attention_mask (`torch.Tensor` of shape `(batch_size, past_length + sequence_length)`, *optional*):
             1 for real tokens, 0 for padding. Padded positions never write to any memory; only the last
             `sequence_length` columns are read.
-        past_key_values (`HopeCache`, *optional*):
+        cache (`HopeCache`, *optional*):
             Memory states returned by a previous call; the call continues from them.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if past_key_values is not None and not isinstance(past_key_values, HopeCache):
+        if cache is not None and not isinstance(cache, HopeCache):
             raise TypeError(
-                f"HOPE keeps memory states, not keys and values: past_key_values must be a HopeCache, got "
-                f"{type(past_key_values).__name__}. Leave it as None to let the model create one."
+                f"HOPE keeps memory states, not keys and values: cache must be a HopeCache, got "
+                f"{type(cache).__name__}. Leave it as None to let the model create one."
             )
-        if use_cache and past_key_values is None:
-            past_key_values = HopeCache(config=self.config)
+        if use_cache and cache is None:
+            cache = HopeCache(config=self.config)
         memory_mask = _memory_mask(attention_mask, inputs_embeds.shape[1])
 
         hidden_states = inputs_embeds
         for decoder_layer in self.layers:
-            hidden_states = decoder_layer(hidden_states, attention_mask=memory_mask, past_key_values=past_key_values)
+            hidden_states = decoder_layer(hidden_states, attention_mask=memory_mask, cache=cache)
         return BaseModelOutputWithPast(
             last_hidden_state=self.norm(hidden_states),
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache if use_cache else None,
         )
 
 
@@ -215,7 +215,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -230,7 +230,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -243,7 +243,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
         )
 

@@ -43,15 +43,15 @@ def test_continuing_from_the_returned_cache_equals_recomputing():
     input_ids = torch.randint(3, 97, (2, 15))
     whole = model(input_ids).logits
     first = model(input_ids[:, :6], use_cache=True)
-    second = model(input_ids[:, 6:], past_key_values=first.past_key_values, use_cache=True)
+    second = model(input_ids[:, 6:], cache=first.cache, use_cache=True)
     torch.testing.assert_close(torch.cat([first.logits, second.logits], dim=1), whole, rtol=1e-10, atol=1e-10)
-    assert second.past_key_values.get_seq_length() == 15
+    assert second.cache.get_seq_length() == 15
 
 
 def test_cache_size_does_not_grow_with_length():
     model = tiny_model()
-    short = model(torch.randint(3, 97, (1, 5)), use_cache=True).past_key_values
-    long = model(torch.randint(3, 97, (1, 300)), use_cache=True).past_key_values
+    short = model(torch.randint(3, 97, (1, 5)), use_cache=True).cache
+    long = model(torch.randint(3, 97, (1, 300)), use_cache=True).cache
     assert isinstance(long, hf_hope.HopeCache)
     assert short.num_bytes() == long.num_bytes() > 0
 
@@ -98,7 +98,7 @@ def test_wrong_cache_type_and_mask_shape_are_refused():
     model = tiny_model()
     input_ids = torch.randint(3, 97, (1, 4))
     with pytest.raises(TypeError, match="HopeCache"):
-        model(input_ids, past_key_values=DynamicCache())
+        model(input_ids, cache=DynamicCache())
     with pytest.raises(ValueError, match="2D attention_mask"):
         model(input_ids, attention_mask=torch.ones(1, 1, 4, 4))
 

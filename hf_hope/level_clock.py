@@ -1,0 +1,226 @@
+"""The level clock: each level of parameters updates every `period` optimizer steps, on the mean of its gradients.
+
+Semantics (DESIGN.md, "Level clock semantics"): at every optimizer step the clock adds each parameter's final
+gradient (accumulated, synchronised, unscaled, clipped) to its level's buffer. A level with period P is due at
+steps P, 2P, ... (counted from 1); when due its parameters' `.grad` becomes the buffer's mean over the P steps
+and the buffer is cleared, otherwise `.grad` is set to `None` so torch optimizers skip the parameter entirely.
+A step with non-finite gradients adds nothing, leaves every `.grad` at `None` and does not advance the clock.
+This module is the one core; `LevelClockCallback`, `ClockedOptimizer` and `OnlineLearner` drive it.
+"""
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .modeling.cms import UNTAGGED, LevelTag, parameter_levels
+
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class ClockLevel:
+    """One level the clock drives: its tag and its trainable parameters, in model order."""
+
+    tag: LevelTag
+    names: list[str] = field(default_factory=list)
+    parameters: list[nn.Parameter] = field(default_factory=list)
+
+    @property
+    def period(self) -> int | None:
+        return self.tag.period
+
+    @property
+    def accumulates(self) -> bool:
+        """Whether gradients wait in a buffer between updates (periods above one)."""
+        return self.period is not None and self.period > 1
+
+    def numel(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters)
+
+
+@dataclass
+class StepReport:
+    """What one clock tick did: which levels were updated, and each level's gradient norm at this step."""
+
+    step: int
+    updated: dict[int, bool]
+    grad_norms: dict[int, float]
+
+
+def _flat_buffer(parameters: list[nn.Parameter]) -> torch.Tensor:
+    """A zeroed flat buffer for a level's gradients: float32, or float64 for float64 parameters."""
+    dtype = torch.float32
+    for parameter in parameters:
+        dtype = torch.promote_types(dtype, parameter.dtype)
+    return torch.zeros(sum(p.numel() for p in parameters), dtype=dtype, device=parameters[0].device)
+
+
+def levels_from_patterns(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], patterns: Mapping[str, Mapping[str, Any]]
+) -> dict[str, LevelTag]:
+    """Tag parameters by name: `{regex: {"period": P, "lr_scale": s}}`, level numbers in mapping order from 1.
+
+    Each regex must fully match at least one parameter name, and no parameter may match two of them.
+    Parameters that match none are level 0 with period 1.
+    """
+    names = [name for name, _ in named_parameters]
+    tags = dict.fromkeys(names, UNTAGGED)
+    owner: dict[str, str] = {}
+    for level, (pattern, spec) in enumerate(patterns.items(), start=1):
+        tag = _checked_tag(pattern, level, spec)
+        matched = [name for name in names if re.fullmatch(pattern, name)]
+        if not matched:
+            raise ValueError(f"Level pattern {pattern!r} matches no trainable parameter; names look like {names[:3]}.")
+        for name in matched:
+            if name in owner:
+                raise ValueError(f"Parameter {name!r} matches two level patterns: {owner[name]!r} and {pattern!r}.")
+            owner[name] = pattern
+            tags[name] = tag
+    return tags
+
+
+def _checked_tag(pattern: str, level: int, spec: Mapping[str, Any]) -> LevelTag:
+    unknown = set(spec) - {"period", "lr_scale"}
+    if unknown:
+        raise ValueError(f"Level pattern {pattern!r} has unknown keys {sorted(unknown)}; allowed: period, lr_scale.")
+    period = spec.get("period", 1)
+    if period is not None and (not isinstance(period, int) or isinstance(period, bool) or period < 1):
+        raise ValueError(f"Level pattern {pattern!r}: period={period!r} is invalid; use an int >= 1 or None (frozen).")
+    lr_scale = spec.get("lr_scale", 1.0)
+    if not isinstance(lr_scale, int | float) or lr_scale <= 0:
+        raise ValueError(f"Level pattern {pattern!r}: lr_scale={lr_scale!r} is invalid; use a number > 0.")
+    return LevelTag(level=level, period=period, lr_scale=float(lr_scale))
+
+
+class LevelClock:
+    """Counts optimizer steps and decides, per level, which gradients reach the optimizer.
+
+    Args:
+        model: the model whose trainable parameters the clock drives.
+        levels: `None` to read the levels from the model's tags (HOPE's CMS, the CMS adapter), or a mapping of
+            parameter-name regexes to `{"period": P, "lr_scale": s}` (see `levels_from_patterns`).
+        reduction: `"mean"` (default) or `"sum"` of the P accumulated gradients.
+
+    Call `tick()` once per optimizer step, after gradients are final and before `optimizer.step()`.
+    """
+
+    def __init__(
+        self, model: nn.Module, levels: Mapping[str, Mapping[str, Any]] | None = None, reduction: str = "mean"
+    ) -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r} is unknown: allowed values are {REDUCTIONS}.")
+        self.reduction = reduction
+        trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+        if not trainable:
+            raise ValueError("The model has no trainable parameters: there is nothing for the level clock to drive.")
+        tags = parameter_levels(model) if levels is None else levels_from_patterns(trainable, levels)
+        by_tag: dict[LevelTag, ClockLevel] = {}
+        for name, parameter in trainable:
+            level = by_tag.setdefault(tags[name], ClockLevel(tags[name]))
+            level.names.append(name)
+            level.parameters.append(parameter)
+        self.levels = sorted(by_tag.values(), key=lambda level: level.tag.level)  # stable: model order within
+        self.step = 0
+        self.skipped_steps = 0
+        accumulating = [(index, level) for index, level in enumerate(self.levels) if level.accumulates]
+        self._buffers = {index: _flat_buffer(level.parameters) for index, level in accumulating}
+        self._seen = {index: torch.zeros(len(level.parameters), dtype=torch.bool) for index, level in accumulating}
+
+    def is_due(self, level: ClockLevel, step: int | None = None) -> bool:
+        """Whether `level` updates at optimizer step `step` (default: the step the next `tick()` completes)."""
+        step = self.step + 1 if step is None else step
+        return level.period is not None and step % level.period == 0
+
+    def update_counts(self) -> dict[int, int]:
+        """How many times each level (by index in `self.levels`) has been updated so far."""
+        return {
+            index: 0 if level.period is None else self.step // level.period for index, level in enumerate(self.levels)
+        }
+
+    def tick(self) -> StepReport | None:
+        """Apply the clock to the current gradients; returns `None` (and clears them) if any is not finite."""
+        grad_norms = {}
+        for index, level in enumerate(self.levels):
+            grads = [parameter.grad for parameter in level.parameters if parameter.grad is not None]
+            grad_norms[index] = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+        if not all(torch.isfinite(torch.tensor(list(grad_norms.values())))):
+            for level in self.levels:
+                for parameter in level.parameters:
+                    parameter.grad = None
+            self.skipped_steps += 1
+            return None
+        self.step += 1
+        updated = {}
+        for index, level in enumerate(self.levels):
+            updated[index] = self.is_due(level, self.step)
+            if level.period is None:
+                for parameter in level.parameters:
+                    parameter.grad = None
+            elif level.accumulates:
+                self._accumulate(index, level, due=updated[index])
+        return StepReport(self.step, updated, grad_norms)
+
+    def _accumulate(self, index: int, level: ClockLevel, due: bool) -> None:
+        buffer, seen = self._buffers[index], self._seen[index]
+        offset = 0
+        views = []
+        for position, parameter in enumerate(level.parameters):
+            view = buffer[offset : offset + parameter.numel()].view_as(parameter)
+            offset += parameter.numel()
+            views.append(view)
+            if parameter.grad is not None:
+                view.add_(parameter.grad)
+                seen[position] = True
+        if not due:
+            for parameter in level.parameters:
+                parameter.grad = None
+            return
+        scale = 1.0 / level.period if self.reduction == "mean" else 1.0
+        for position, (parameter, view) in enumerate(zip(level.parameters, views, strict=True)):
+            parameter.grad = (view * scale).to(parameter.dtype) if seen[position] else None
+        buffer.zero_()
+        seen.zero_()
+
+    def param_groups(self, parameters: Iterable[Any], lr: float) -> list[dict[str, Any]]:
+        """Split parameters (or param group dicts) by level learning-rate scale: each group's lr is `lr * scale`."""
+        scale_of = {id(parameter): level.tag.lr_scale for level in self.levels for parameter in level.parameters}
+        given = list(parameters)
+        if given and not isinstance(given[0], Mapping):
+            given = [{"params": given}]
+        groups = []
+        for group in given:
+            group = dict(group)
+            base_lr = group.get("lr", lr)
+            by_scale: dict[float, list[nn.Parameter]] = {}
+            for parameter in group["params"]:
+                by_scale.setdefault(scale_of.get(id(parameter), 1.0), []).append(parameter)
+            groups.extend({**group, "params": params, "lr": base_lr * scale} for scale, params in by_scale.items())
+        return groups
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counter, skipped steps and the accumulation buffers, with the level layout they belong to."""
+        return {
+            "step": self.step,
+            "skipped_steps": self.skipped_steps,
+            "layout": [[list(level.tag), level.names] for level in self.levels],
+            "buffers": {index: buffer.clone() for index, buffer in self._buffers.items()},
+            "seen": {index: seen.clone() for index, seen in self._seen.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a saved clock; refuses one saved for other levels or parameters."""
+        layout = [[list(level.tag), level.names] for level in self.levels]
+        saved_layout = [[list(tag), list(names)] for tag, names in state["layout"]]
+        if saved_layout != layout:
+            raise ValueError(
+                "This level clock state was saved for other levels or parameters "
+                f"({len(saved_layout)} levels saved, {len(layout)} here); resume with the same model and levels."
+            )
+        self.step, self.skipped_steps = int(state["step"]), int(state["skipped_steps"])
+        for index, buffer in self._buffers.items():
+            buffer.copy_(state["buffers"][index])
+            self._seen[index].copy_(state["seen"][index])

@@ -7,6 +7,7 @@ It also registers the retrofitted (`<family>_cms`) counterparts of the CMS adapt
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .clocked_optimizer import ClockedOptimizer
 from .conversion import (
     SUPPORTED_MODEL_TYPES,
     CMSConfig,
@@ -17,6 +18,8 @@ from .conversion import (
     save_cms_adapter,
     unretrofit,
 )
+from .level_clock import LevelClock
+from .level_clock_callback import LevelClockCallback
 from .modeling import (
     CMSLevel,
     ContinuumMemory,
@@ -44,6 +47,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "CMSConfig",
     "CMSLevel",
+    "ClockedOptimizer",
     "ContinuumMemory",
     "GatedMLP",
     "HopeCache",
@@ -51,6 +55,8 @@ __all__ = [
     "HopeForCausalLM",
     "HopeModel",
     "HopePreTrainedModel",
+    "LevelClock",
+    "LevelClockCallback",
     "LevelTag",
     "convert_gguf",
     "load_cms_adapter",

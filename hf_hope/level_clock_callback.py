@@ -1,0 +1,143 @@
+"""`LevelClockCallback`: the level clock inside `transformers.Trainer`.
+
+The clock ticks in `on_pre_optimizer_step`, when the Trainer has accumulated, synchronised, unscaled and clipped
+the gradients, so gradient accumulation, clipping, mixed precision and the LR scheduler work as usual. Its state
+is written into every checkpoint folder (`level_clock.safetensors`) and read back when training resumes.
+"""
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from .level_clock import LevelClock
+
+CLOCK_STATE_NAME = "level_clock.safetensors"
+
+
+class LevelClockCallback(TrainerCallback):
+    """Update each level of parameters at its own period inside `Trainer`.
+
+    Args:
+        levels: `None` to read levels from the model's tags, or `{name regex: {"period": P, "lr_scale": s}}`.
+        reduction: `"mean"` (default) or `"sum"` of a level's gradients over its period.
+
+    Levels with an `lr_scale` other than 1 need an optimizer whose param groups separate them: pass
+    `optimizers=(torch.optim.AdamW(LevelClock(model).param_groups(model.parameters(), lr=...)), None)`.
+    Per-level update counts and gradient norms are added to the Trainer's logs as `level_clock/...`.
+    """
+
+    def __init__(self, levels: Mapping[str, Mapping[str, Any]] | None = None, reduction: str = "mean") -> None:
+        self.levels, self.reduction = levels, reduction
+        self.clock: LevelClock | None = None
+        self._grad_norms: dict[int, float] = {}
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        _refuse_unsupported_setups(args)
+        self.clock = LevelClock(kwargs["model"], self.levels, self.reduction)
+        _check_learning_rate_groups(self.clock, kwargs.get("optimizer"))
+        if state.global_step > 0:
+            self._restore(args, state)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        report = self.clock.tick()
+        if report is not None:
+            self._grad_norms = report.grad_norms
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        clock_state = self.clock.state_dict()
+        tensors = {f"buffer.{index}": buffer for index, buffer in clock_state["buffers"].items()}
+        tensors.update({f"seen.{index}": seen.to(torch.uint8) for index, seen in clock_state["seen"].items()})
+        metadata = {key: json.dumps(clock_state[key]) for key in ("step", "skipped_steps", "layout")}
+        temporary = folder / (CLOCK_STATE_NAME + ".tmp")
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, folder / CLOCK_STATE_NAME)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if logs is None or "loss" not in logs or self.clock is None:
+            return
+        entries = {}
+        for index, count in self.clock.update_counts().items():
+            level = self.clock.levels[index].tag.level
+            entries[f"level_clock/level{level}_updates"] = count
+            entries[f"level_clock/level{level}_grad_norm"] = self._grad_norms.get(index, 0.0)
+        entries["level_clock/skipped_steps"] = self.clock.skipped_steps
+        logs.update(entries)
+        if state.log_history:
+            state.log_history[-1].update(entries)
+
+    def _restore(self, args: TrainingArguments, state: TrainerState) -> None:
+        candidates = [Path(args.output_dir) / f"checkpoint-{state.global_step}"]
+        if isinstance(args.resume_from_checkpoint, str):
+            candidates.insert(0, Path(args.resume_from_checkpoint))
+        path = next((folder / CLOCK_STATE_NAME for folder in candidates if (folder / CLOCK_STATE_NAME).is_file()), None)
+        if path is None:
+            raise FileNotFoundError(
+                f"Resuming at step {state.global_step}, but no {CLOCK_STATE_NAME} was found in "
+                f"{', '.join(str(folder) for folder in candidates)}. Resume from a checkpoint saved with "
+                "LevelClockCallback (set TrainingArguments.resume_from_checkpoint to its folder if it is elsewhere)."
+            )
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as file:
+            metadata = {key: json.loads(value) for key, value in file.metadata().items()}
+        self.clock.load_state_dict(
+            {
+                **metadata,
+                "buffers": {
+                    int(key.split(".")[1]): value for key, value in tensors.items() if key.startswith("buffer.")
+                },
+                "seen": {
+                    int(key.split(".")[1]): value.bool() for key, value in tensors.items() if key.startswith("seen.")
+                },
+            }
+        )
+
+
+def _refuse_unsupported_setups(args: TrainingArguments) -> None:
+    """The clock needs each parameter's own gradient; DeepSpeed and FSDP1 flatten them out of reach."""
+    if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise ValueError(
+            "LevelClockCallback cannot run under DeepSpeed: ZeRO keeps gradients in flat partitions, so the clock "
+            "cannot hold back one level's gradients. Use DDP, or FSDP2 (fsdp_config={'version': 2})."
+        )
+    if args.fsdp and int(args.fsdp_config.get("version", 2)) == 1:
+        raise ValueError(
+            "LevelClockCallback cannot run under FSDP1: its flat parameters merge many parameters into one, so the "
+            "clock cannot update levels separately. Use FSDP2 (fsdp_config={'version': 2}), which keeps "
+            "per-parameter gradients, or DDP."
+        )
+
+
+def _check_learning_rate_groups(clock: LevelClock, optimizer: torch.optim.Optimizer | None) -> None:
+    """Each param group must hold one learning-rate scale, or the level scales could not apply."""
+    if optimizer is None or all(level.tag.lr_scale == 1.0 for level in clock.levels):
+        return
+    scale_of = {id(p): level.tag.lr_scale for level in clock.levels for p in level.parameters}
+    for index, group in enumerate(optimizer.param_groups):
+        scales = {scale_of.get(id(parameter), 1.0) for parameter in group["params"]}
+        if len(scales) > 1:
+            raise ValueError(
+                f"Optimizer param group {index} mixes levels with learning-rate scales {sorted(scales)}, so the "
+                "scales cannot apply. Build the optimizer from the clock's groups and pass it to Trainer: "
+                "optimizers=(torch.optim.AdamW(LevelClock(model).param_groups(model.parameters(), lr=...)), None)."
+            )

@@ -1,0 +1,121 @@
+"""`LevelClockCallback` in `Trainer`: exact schedules with gradient accumulation, logs, bitwise resume, refusals."""
+
+import types
+
+import pytest
+import torch
+from transformers import Trainer, TrainerCallback
+
+from hf_hope import HopeForCausalLM
+from hf_hope.level_clock import LevelClock
+from hf_hope.level_clock_callback import CLOCK_STATE_NAME, LevelClockCallback, _refuse_unsupported_setups
+
+from .helpers import RepeatedBatch, tiny_config, training_arguments
+
+SLOW_PERIOD = 4  # tiny_config's second CMS level
+
+
+class WeightRecorder(TrainerCallback):
+    """Keeps a copy of every parameter after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, torch.Tensor]] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.history.append({name: p.detach().clone() for name, p in model.named_parameters()})
+
+
+class StopAt(TrainerCallback):
+    """Interrupts training after a given optimizer step, as a crash would (the schedule still plans for more)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step >= self.step
+
+
+def make_trainer(output_dir, max_steps: int, accumulation: int = 1, callbacks=(), save_steps: int | None = None):
+    torch.manual_seed(0)
+    model = HopeForCausalLM(tiny_config())
+    data = RepeatedBatch(torch.randint(3, 97, (8, 12), generator=torch.Generator().manual_seed(0)), repeats=20)
+    args = training_arguments(output_dir, max_steps=max_steps)
+    args.gradient_accumulation_steps, args.per_device_train_batch_size = accumulation, 2
+    if save_steps is not None:
+        args.save_strategy, args.save_steps = "steps", save_steps
+    return Trainer(model=model, args=args, train_dataset=data, callbacks=[LevelClockCallback(), *callbacks])
+
+
+def test_levels_update_exactly_at_their_periods_with_gradient_accumulation(tmp_path):
+    recorder = WeightRecorder()
+    trainer = make_trainer(tmp_path, max_steps=9, accumulation=2, callbacks=[recorder])
+    trainer.train()
+    slow = "model.layers.0.cms.levels.1.mlp.up_proj.weight"
+    fast = "model.layers.0.cms.levels.0.mlp.up_proj.weight"
+    initial = dict(trainer.model.named_parameters())  # only used for shapes
+    assert slow in initial and fast in initial
+    previous = recorder.history[0]
+    for step, weights in enumerate(recorder.history[1:], start=2):
+        assert (not torch.equal(weights[slow], previous[slow])) == (step % SLOW_PERIOD == 0), step
+        assert not torch.equal(weights[fast], previous[fast]), step
+        previous = weights
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged[-1]["level_clock/level2_updates"] == 9 // SLOW_PERIOD
+    assert logged[-1]["level_clock/level1_updates"] == 9
+    assert logged[-1]["level_clock/level2_grad_norm"] > 0
+
+
+def test_resumed_training_reaches_the_uninterrupted_weights_bitwise(tmp_path):
+    uninterrupted = make_trainer(tmp_path / "straight", max_steps=10)
+    uninterrupted.train()
+
+    first = make_trainer(tmp_path / "resumed", max_steps=10, save_steps=5, callbacks=[StopAt(5)])
+    first.train()  # interrupted at step 5, which is not a multiple of the slow period
+    assert (tmp_path / "resumed" / "checkpoint-5" / CLOCK_STATE_NAME).is_file()
+    resumed = make_trainer(tmp_path / "resumed", max_steps=10)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-5"))
+    for name, parameter in uninterrupted.model.named_parameters():
+        assert torch.equal(parameter, resumed.model.get_parameter(name)), name
+
+
+def test_resuming_without_a_saved_clock_is_refused(tmp_path):
+    first = make_trainer(tmp_path, max_steps=2, save_steps=2)
+    first.train()
+    (tmp_path / "checkpoint-2" / CLOCK_STATE_NAME).unlink()
+    again = make_trainer(tmp_path, max_steps=4)
+    with pytest.raises(FileNotFoundError, match="no level_clock.safetensors was found"):
+        again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_mixed_learning_rate_scales_need_level_param_groups(tmp_path):
+    callback = LevelClockCallback(levels={r".*cms\.levels\.1\..*": {"period": 2, "lr_scale": 0.1}})
+    torch.manual_seed(0)
+    model = HopeForCausalLM(tiny_config())
+    data = RepeatedBatch(torch.randint(3, 97, (4, 12)), repeats=4)
+    trainer = Trainer(model=model, args=training_arguments(tmp_path, 2), train_dataset=data, callbacks=[callback])
+    with pytest.raises(ValueError, match="mixes levels with learning-rate scales"):
+        trainer.train()
+    groups = LevelClock(model, callback.levels).param_groups(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(groups)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(tmp_path, 2),
+        train_dataset=data,
+        callbacks=[LevelClockCallback(levels=callback.levels)],
+        optimizers=(optimizer, None),
+    )
+    trainer.train()
+    assert sorted({group["initial_lr"] for group in optimizer.param_groups}) == [1e-3, 1e-2]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"deepspeed": "ds_config.json"}, "cannot run under DeepSpeed.*Use DDP, or FSDP2"),
+        ({"fsdp": True, "fsdp_config": {"version": 1}}, "cannot run under FSDP1.*flat parameters"),
+    ],
+)
+def test_deepspeed_and_fsdp1_are_refused(settings, message):
+    args = types.SimpleNamespace(**{"deepspeed": None, "fsdp": False, "fsdp_config": {}, **settings})
+    with pytest.raises(ValueError, match=message):
+        _refuse_unsupported_setups(args)

@@ -32,6 +32,7 @@ from .modeling import (
     LevelTag,
     parameter_levels,
 )
+from .online_learner import OnlineLearner
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "LevelClock",
     "LevelClockCallback",
     "LevelTag",
+    "OnlineLearner",
     "convert_gguf",
     "load_cms_adapter",
     "parameter_levels",

@@ -114,7 +114,7 @@ class LevelClockCallback(TrainerCallback):
 
 
 def _refuse_unsupported_setups(args: TrainingArguments) -> None:
-    """The clock needs each parameter's own gradient; DeepSpeed and FSDP1 flatten them out of reach."""
+    """The clock needs each parameter's own, final gradient: refuse set-ups that hide or leave it scaled."""
     if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         raise ValueError(
             "LevelClockCallback cannot run under DeepSpeed: ZeRO keeps gradients in flat partitions, so the clock "
@@ -125,6 +125,12 @@ def _refuse_unsupported_setups(args: TrainingArguments) -> None:
             "LevelClockCallback cannot run under FSDP1: its flat parameters merge many parameters into one, so the "
             "clock cannot update levels separately. Use FSDP2 (fsdp_config={'version': 2}), which keeps "
             "per-parameter gradients, or DDP."
+        )
+    if args.fp16 and args.max_grad_norm <= 0:
+        raise ValueError(
+            "LevelClockCallback with fp16 needs max_grad_norm > 0: Trainer unscales fp16 gradients before the "
+            "optimizer step only when it clips them, and the clock must accumulate unscaled gradients. Set "
+            "max_grad_norm (e.g. 1.0), or use bf16."
         )
 
 

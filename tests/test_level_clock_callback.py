@@ -113,9 +113,11 @@ def test_mixed_learning_rate_scales_need_level_param_groups(tmp_path):
     [
         ({"deepspeed": "ds_config.json"}, "cannot run under DeepSpeed.*Use DDP, or FSDP2"),
         ({"fsdp": True, "fsdp_config": {"version": 1}}, "cannot run under FSDP1.*flat parameters"),
+        ({"fp16": True, "max_grad_norm": 0.0}, "with fp16 needs max_grad_norm > 0"),
     ],
 )
-def test_deepspeed_and_fsdp1_are_refused(settings, message):
-    args = types.SimpleNamespace(**{"deepspeed": None, "fsdp": False, "fsdp_config": {}, **settings})
+def test_set_ups_that_hide_or_scale_gradients_are_refused(settings, message):
+    defaults = {"deepspeed": None, "fsdp": False, "fsdp_config": {}, "fp16": False, "max_grad_norm": 1.0}
+    args = types.SimpleNamespace(**{**defaults, **settings})
     with pytest.raises(ValueError, match=message):
         _refuse_unsupported_setups(args)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .level_buffer import LevelBuffer
 from .modeling.cms import UNTAGGED, LevelTag, parameter_levels
 
 REDUCTIONS = ("mean", "sum")
@@ -49,14 +50,6 @@ class StepReport:
     step: int
     updated: dict[int, bool]
     grad_norms: dict[int, float]
-
-
-def _flat_buffer(parameters: list[nn.Parameter]) -> torch.Tensor:
-    """A zeroed flat buffer for a level's gradients: float32, or float64 for float64 parameters."""
-    dtype = torch.float32
-    for parameter in parameters:
-        dtype = torch.promote_types(dtype, parameter.dtype)
-    return torch.zeros(sum(p.numel() for p in parameters), dtype=dtype, device=parameters[0].device)
 
 
 def levels_from_patterns(
@@ -104,12 +97,17 @@ class LevelClock:
         levels: `None` to read the levels from the model's tags (HOPE's CMS, the CMS adapter), or a mapping of
             parameter-name regexes to `{"period": P, "lr_scale": s}` (see `levels_from_patterns`).
         reduction: `"mean"` (default) or `"sum"` of the P accumulated gradients.
+        implementation: `"auto"` (Triton kernels on CUDA when installed, torch otherwise), `"torch"` or `"triton"`.
 
     Call `tick()` once per optimizer step, after gradients are final and before `optimizer.step()`.
     """
 
     def __init__(
-        self, model: nn.Module, levels: Mapping[str, Mapping[str, Any]] | None = None, reduction: str = "mean"
+        self,
+        model: nn.Module,
+        levels: Mapping[str, Mapping[str, Any]] | None = None,
+        reduction: str = "mean",
+        implementation: str = "auto",
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction={reduction!r} is unknown: allowed values are {REDUCTIONS}.")
@@ -126,9 +124,11 @@ class LevelClock:
         self.levels = sorted(by_tag.values(), key=lambda level: level.tag.level)  # stable: model order within
         self.step = 0
         self.skipped_steps = 0
-        accumulating = [(index, level) for index, level in enumerate(self.levels) if level.accumulates]
-        self._buffers = {index: _flat_buffer(level.parameters) for index, level in accumulating}
-        self._seen = {index: torch.zeros(len(level.parameters), dtype=torch.bool) for index, level in accumulating}
+        self._buffers = {
+            index: LevelBuffer(level.parameters, implementation)
+            for index, level in enumerate(self.levels)
+            if level.accumulates
+        }
 
     def is_due(self, level: ClockLevel, step: int | None = None) -> bool:
         """Whether `level` updates at optimizer step `step` (default: the step the next `tick()` completes)."""
@@ -161,29 +161,9 @@ class LevelClock:
                 for parameter in level.parameters:
                     parameter.grad = None
             elif level.accumulates:
-                self._accumulate(index, level, due=updated[index])
+                scale = 1.0 / level.period if self.reduction == "mean" else 1.0
+                self._buffers[index].add(due=updated[index], scale=scale)
         return StepReport(self.step, updated, grad_norms)
-
-    def _accumulate(self, index: int, level: ClockLevel, due: bool) -> None:
-        buffer, seen = self._buffers[index], self._seen[index]
-        offset = 0
-        views = []
-        for position, parameter in enumerate(level.parameters):
-            view = buffer[offset : offset + parameter.numel()].view_as(parameter)
-            offset += parameter.numel()
-            views.append(view)
-            if parameter.grad is not None:
-                view.add_(parameter.grad)
-                seen[position] = True
-        if not due:
-            for parameter in level.parameters:
-                parameter.grad = None
-            return
-        scale = 1.0 / level.period if self.reduction == "mean" else 1.0
-        for position, (parameter, view) in enumerate(zip(level.parameters, views, strict=True)):
-            parameter.grad = (view * scale).to(parameter.dtype) if seen[position] else None
-        buffer.zero_()
-        seen.zero_()
 
     def param_groups(self, parameters: Iterable[Any], lr: float) -> list[dict[str, Any]]:
         """Split parameters (or param group dicts) by level learning-rate scale: each group's lr is `lr * scale`."""
@@ -207,8 +187,8 @@ class LevelClock:
             "step": self.step,
             "skipped_steps": self.skipped_steps,
             "layout": [[list(level.tag), level.names] for level in self.levels],
-            "buffers": {index: buffer.clone() for index, buffer in self._buffers.items()},
-            "seen": {index: seen.clone() for index, seen in self._seen.items()},
+            "buffers": {index: buffer.buffer.clone() for index, buffer in self._buffers.items()},
+            "seen": {index: buffer.seen.clone() for index, buffer in self._buffers.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -222,5 +202,5 @@ class LevelClock:
             )
         self.step, self.skipped_steps = int(state["step"]), int(state["skipped_steps"])
         for index, buffer in self._buffers.items():
-            buffer.copy_(state["buffers"][index])
-            self._seen[index].copy_(state["seen"][index])
+            buffer.buffer.copy_(state["buffers"][index])
+            buffer.seen.copy_(state["seen"][index])

@@ -1,12 +1,33 @@
-"""Every test starts from the same random seed."""
+"""Shared test set-up: a fixed seed, NaN-poisoned fresh allocations for kernel tests, and the real SmolLM2.
+
+Without a GPU, Triton kernels run in Triton's interpreter (`TRITON_INTERPRET=1`, set before anything imports
+Triton), which executes them exactly, on the CPU.
+"""
+
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def nan_poisoned_allocations(monkeypatch):
+    """`torch.empty` and `torch.empty_like` return NaN-filled floating tensors, so unwritten outputs show."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poisoned(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: poisoned(empty(*args, **kwargs)))
+    monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poisoned(empty_like(*args, **kwargs)))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,89 @@
+"""`LevelBuffer`: the gradients one level has gathered since its last update, in one flat buffer.
+
+Each step adds the level's gradients into the buffer and clears them (`.grad = None`, so the optimizer skips the
+level); on a due step it writes `scale * buffer` back as the gradients and clears the buffer. The torch path is
+the reference; on CUDA with Triton installed one kernel launch does the whole pass (`clock_kernels`).
+"""
+
+import torch
+from torch import nn
+
+from . import clock_kernels
+
+IMPLEMENTATIONS = ("auto", "torch", "triton")
+
+
+class LevelBuffer:
+    """A level's accumulated gradients: float32 (float64 for float64 parameters), plus which ones were seen."""
+
+    def __init__(self, parameters: list[nn.Parameter], implementation: str = "auto") -> None:
+        self.parameters = parameters
+        dtype = torch.float32
+        for parameter in parameters:
+            dtype = torch.promote_types(dtype, parameter.dtype)
+        device = parameters[0].device
+        self.buffer = torch.zeros(sum(p.numel() for p in parameters), dtype=dtype, device=device)
+        self.seen = torch.zeros(len(parameters), dtype=torch.bool)
+        self.views, offset = [], 0
+        for parameter in parameters:
+            self.views.append(self.buffer[offset : offset + parameter.numel()].view_as(parameter))
+            offset += parameter.numel()
+        self.table = None
+        if _uses_kernel(parameters, self.buffer, implementation):
+            self.table = clock_kernels.BlockTable.for_sizes([p.numel() for p in parameters], device)
+
+    @property
+    def uses_kernel(self) -> bool:
+        return self.table is not None
+
+    def add(self, due: bool, scale: float) -> None:
+        """Add this step's gradients; if `due`, hand back `scale * buffer` as the gradients and clear the buffer."""
+        incoming = [parameter.grad is not None for parameter in self.parameters]
+        self.seen |= torch.tensor(incoming, dtype=torch.bool)
+        if self.uses_kernel:
+            self._add_with_kernel(incoming, due, scale)
+        else:
+            self._add_with_torch(due, scale)
+        if due:
+            self.seen.zero_()
+
+    def _add_with_torch(self, due: bool, scale: float) -> None:
+        for parameter, view in zip(self.parameters, self.views, strict=True):
+            if parameter.grad is not None:
+                view.add_(parameter.grad)
+        for position, (parameter, view) in enumerate(zip(self.parameters, self.views, strict=True)):
+            parameter.grad = (view * scale).to(parameter.dtype) if due and self.seen[position] else None
+        if due:
+            self.buffer.zero_()
+
+    def _add_with_kernel(self, incoming: list[bool], due: bool, scale: float) -> None:
+        for position, parameter in enumerate(self.parameters):
+            if parameter.grad is not None and not parameter.grad.is_contiguous():
+                parameter.grad = parameter.grad.contiguous()
+            if due and self.seen[position] and parameter.grad is None:
+                parameter.grad = torch.empty_like(parameter)  # receives the update; every element is written
+        grads = [parameter.grad for parameter in self.parameters]
+        clock_kernels.accumulate(grads, incoming, self.buffer, self.table, due, scale)
+        for position, parameter in enumerate(self.parameters):
+            if not (due and self.seen[position]):
+                parameter.grad = None
+
+
+def _uses_kernel(parameters: list[nn.Parameter], buffer: torch.Tensor, implementation: str) -> bool:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r} is unknown: allowed values are {IMPLEMENTATIONS}.")
+    if implementation == "torch":
+        return False
+    dtypes = {parameter.dtype for parameter in parameters}
+    eligible = (
+        clock_kernels.triton_available()
+        and buffer.dtype == torch.float32
+        and len(dtypes) == 1
+        and dtypes <= {torch.float32, torch.bfloat16, torch.float16}
+    )
+    if implementation == "triton" and not eligible:
+        raise ValueError(
+            "implementation='triton' needs Triton (pip install 'hf-hope[triton]') and levels whose parameters "
+            f"share one dtype among float32, bfloat16 and float16 (got {sorted(map(str, dtypes))})."
+        )
+    return eligible and (implementation == "triton" or buffer.is_cuda)

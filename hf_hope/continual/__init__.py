@@ -1,0 +1,27 @@
+"""Continual fine-tuning of causal LMs: strategies (full, LoRA, CMS adapter, joint), the resumable runner and R.
+
+`run_continual(model_factory, tasks, settings, run_dir, tokenizer=...)` trains on a stream of language-modelling
+tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`.
+"""
+
+from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
+from .evaluation import perplexity
+from .runner import run_continual
+from .settings import STRATEGIES, ContinualSettings
+from .strategies import attention_projections, load_task_model, prepare_model, save_task_model, strategy_callbacks
+
+__all__ = [
+    "STRATEGIES",
+    "BlockDataset",
+    "ContinualSettings",
+    "attention_projections",
+    "group_blocks",
+    "load_task_model",
+    "perplexity",
+    "prepare_model",
+    "run_continual",
+    "save_task_model",
+    "strategy_callbacks",
+    "task_blocks",
+    "tokenize_texts",
+]

@@ -1,0 +1,75 @@
+"""The run folder of a continual fine-tuning run: progress saved atomically after each task, results at the end.
+
+run_dir/progress.json   settings, task names, the rows of R finished so far, initial scores, timings
+run_dir/task_<i>/       the model (or LoRA adapter) after training task i, for resuming
+run_dir/results.json    everything in progress.json plus the full matrix and its summary
+run_dir/matrix.csv      R as a table: one row per trained task, one column per evaluated task
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+PROGRESS_NAME = "progress.json"
+RESULTS_NAME = "results.json"
+MATRIX_NAME = "matrix.csv"
+
+
+def task_dir(run_dir: Path, index: int) -> Path:
+    return run_dir / f"task_{index}"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    write_atomically(path, json.dumps(values, indent=2) + "\n")
+
+
+def start_or_resume(run_dir: Path, settings: dict[str, Any], task_names: list[str]) -> dict[str, Any]:
+    """The saved progress of `run_dir` (a fresh one if there is none); refuses a folder of another run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / PROGRESS_NAME
+    if not path.is_file():
+        return {"format": FORMAT_VERSION, "settings": settings, "tasks": task_names, "rows": [], "timings": []}
+    progress = json.loads(path.read_text())
+    differing = sorted(
+        key
+        for key in set(settings) | set(progress["settings"])
+        if settings.get(key, "<missing>") != progress["settings"].get(key, "<missing>")
+    )
+    if differing:
+        changes = ", ".join(f"{key}: {progress['settings'].get(key)!r} -> {settings.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"{run_dir} holds a run with other settings ({changes}). Use a new run_dir, or the saved settings to "
+            "resume it."
+        )
+    if progress["tasks"] != task_names:
+        raise ValueError(f"{run_dir} holds a run over tasks {progress['tasks']}, not {task_names}. Use a new run_dir.")
+    return progress
+
+
+def save_task(run_dir: Path, index: int, save: Any) -> None:
+    """Call `save(folder)` into a temporary folder and rename it to `task_<index>` (replacing a stale one)."""
+    final, temporary = task_dir(run_dir, index), run_dir / f"task_{index}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    save(temporary)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+
+
+def matrix_csv(matrix: list[list[float]], task_names: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["after_task", *task_names])
+    for name, row in zip(task_names, matrix, strict=True):
+        writer.writerow([name, *(repr(float(value)) for value in row)])
+    return buffer.getvalue()

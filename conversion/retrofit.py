@@ -4,7 +4,7 @@ import copy
 
 from torch import nn
 
-from .auto_classes import cms_classes
+from .auto_classes import CMS_MODEL_TYPE_SUFFIX, cms_classes
 from .cms_config import CMSConfig
 from .cms_ffn import RetrofittedFFN, attach_levels, family_of, ffn_sites, fold_levels, strip_levels
 from .families import FAMILIES, Family
@@ -41,7 +41,7 @@ def retrofitted_family(model: nn.Module) -> tuple[Family, CMSConfig]:
         raise ValueError(
             f"This {type(model).__name__} is not retrofitted with the CMS adapter (no config.cms_adapter)."
         )
-    base_type = model.config.model_type.removesuffix("_cms")
+    base_type = model.config.model_type.removesuffix(CMS_MODEL_TYPE_SUFFIX)
     return FAMILIES[base_type], CMSConfig.from_dict(adapter)
 
 

@@ -131,9 +131,8 @@ class LevelClock:
             if level.accumulates
         }
 
-    def is_due(self, level: ClockLevel, step: int | None = None) -> bool:
-        """Whether `level` updates at optimizer step `step` (default: the step the next `tick()` completes)."""
-        step = self.step + 1 if step is None else step
+    def is_due(self, level: ClockLevel, step: int) -> bool:
+        """Whether `level` updates at optimizer step `step` (counted from 1)."""
         return level.period is not None and step % level.period == 0
 
     def update_counts(self) -> dict[int, int]:

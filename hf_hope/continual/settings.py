@@ -6,6 +6,13 @@ from typing import Any
 STRATEGIES = ("full", "lora", "cms", "joint")
 
 
+def check_strategy(name: str) -> str:
+    """`name` if it is a known strategy, else a ValueError listing them."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
+    return name
+
+
 @dataclass
 class ContinualSettings:
     """The settings of one continual fine-tuning run; a run folder is tied to them (resume refuses a change).
@@ -46,8 +53,7 @@ class ContinualSettings:
     use_cpu: bool = field(default=False, metadata={"help": "train and evaluate on the CPU even if a GPU is there"})
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"Unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+        check_strategy(self.strategy)
         for name in ("steps_per_task", "batch_size", "block_size", "lora_rank", "cms_width", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

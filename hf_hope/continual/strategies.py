@@ -22,17 +22,11 @@ from transformers.pytorch_utils import Conv1D
 
 from ..conversion import CMSConfig, retrofit
 from ..level_clock_callback import LevelClockCallback
-from ..modeling.cms import UNTAGGED, parameter_levels
-from .settings import STRATEGIES, ContinualSettings
+from ..modeling.cms import parameter_levels
+from .settings import ContinualSettings, check_strategy
 
 ModelFactory = Callable[[], nn.Module]
 _ATTENTION_MARKERS = ("attn", "attention")
-
-
-def check_strategy(name: str) -> str:
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
-    return name
 
 
 def prepare_model(model: nn.Module, settings: ContinualSettings) -> nn.Module:
@@ -82,7 +76,7 @@ def freeze_all_but_cms_levels(model: nn.Module) -> nn.Module:
     tags = parameter_levels(model)
     for name, parameter in model.named_parameters():
         tag = tags[name]
-        parameter.requires_grad_(tag is not UNTAGGED and tag.period is not None)
+        parameter.requires_grad_(tag.level > 0 and tag.period is not None)
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise ValueError("The CMS strategy found no trainable CMS level in the model (is it retrofitted?).")
     return model

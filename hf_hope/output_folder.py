@@ -1,0 +1,63 @@
+"""Write a folder atomically: build it under a hidden sibling name, then rename it into place.
+
+An interrupted writer never leaves a half-written folder behind; an existing non-empty folder is replaced only when
+asked, as a whole, and never when it contains the working or home folder.
+"""
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse a file, a non-empty folder (unless `overwrite`), and ever replacing the working or home folder."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"{output_dir} exists and is not a folder.")
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    resolved = output_dir.resolve()
+    for protected in (Path.cwd().resolve(), Path.home().resolve()):
+        if protected == resolved or resolved in protected.parents:
+            raise ValueError(f"Refusing to replace {output_dir}: it contains {protected}.")
+
+
+def sibling_folder(output_dir: Path, role: str) -> Path:
+    """A new hidden folder next to `output_dir` (same file system, so renames are atomic; permissions per umask)."""
+    sibling = output_dir.parent / f".{output_dir.name}.{role}-{uuid.uuid4().hex[:12]}"
+    sibling.mkdir()
+    return sibling
+
+
+def move_into_place(staging: Path, output_dir: Path, overwrite: bool) -> None:
+    """Rename the finished `staging` folder to `output_dir`, replacing an existing one only if allowed."""
+    check_output_dir(output_dir, overwrite)  # the folder may have changed while it was being written
+    if not output_dir.exists():
+        staging.rename(output_dir)
+        return
+    previous = sibling_folder(output_dir, "previous")
+    output_dir.replace(previous / output_dir.name)
+    try:
+        staging.rename(output_dir)
+    except BaseException:
+        (previous / output_dir.name).replace(output_dir)
+        raise
+    finally:
+        if output_dir.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_folder(output_dir: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Call `write(staging)` on a hidden sibling folder and rename it to `output_dir` when it returns."""
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, overwrite)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = sibling_folder(output_dir, "partial")
+    try:
+        write(staging)
+        move_into_place(staging, output_dir, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir

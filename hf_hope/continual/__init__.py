@@ -1,11 +1,13 @@
 """Continual fine-tuning of causal LMs: strategies (full, LoRA, CMS adapter, joint), the resumable runner and R.
 
 `run_continual(model_factory, tasks, settings, run_dir, tokenizer=...)` trains on a stream of language-modelling
-tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`.
+tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`;
+`run_experiment(...)` runs several strategies that way and compares them (tables, plots, model cards).
 """
 
 from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
 from .evaluation import perplexity
+from .experiment import format_comparison, metric_direction, named_runs, run_experiment
 from .runner import run_continual
 from .settings import STRATEGIES, ContinualSettings
 from .strategies import attention_projections, load_task_model, prepare_model, save_task_model, strategy_callbacks
@@ -15,11 +17,15 @@ __all__ = [
     "BlockDataset",
     "ContinualSettings",
     "attention_projections",
+    "format_comparison",
     "group_blocks",
     "load_task_model",
+    "metric_direction",
+    "named_runs",
     "perplexity",
     "prepare_model",
     "run_continual",
+    "run_experiment",
     "save_task_model",
     "strategy_callbacks",
     "task_blocks",

@@ -1,0 +1,176 @@
+"""Continual experiments: several strategies compared in one run folder, plots, model cards, resume and errors."""
+
+import csv
+import json
+import struct
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers.testing_utils import CaptureLogger
+
+from hf_hope.continual import ContinualSettings, format_comparison, metric_direction, named_runs, run_experiment
+from hf_hope.continual import plots as plots_module
+from hf_hope.data import load_domains
+
+from .test_continual_runner import CountTrainings, char_ids, factory, settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    return load_domains(excerpts=True, cache_dir=str(tmp_path_factory.mktemp("data")))
+
+
+def png_size(path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def experiment(domains, run_dir, strategies, **kwargs):
+    return run_experiment(
+        factory,
+        domains,
+        strategies,
+        run_dir,
+        tokenizer=char_ids,
+        base_model="tiny-llama",
+        data_description="The packaged excerpts of the code, news and literature domains.",
+        **kwargs,
+    )
+
+
+def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path):
+    experiment(domains, tmp_path, [settings("full")])
+    counter = CountTrainings()
+    results = experiment(domains, tmp_path, [settings("full"), settings("cms")], callbacks=[counter])
+    assert counter.started == len(domains)  # only cms trained: the finished full run is read back
+
+    names = list(domains)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert results["tasks"] == names and list(results["runs"]) == ["full", "cms"]
+    assert results["metric"] == "perplexity" and results["higher_is_better"] is False
+    for name, run in results["runs"].items():
+        saved = json.loads((tmp_path / name / "results.json").read_text())
+        assert run["matrix"] == saved["matrix"] and run["summary"] == saved["summary"]
+        assert run["settings"]["strategy"] == name and len(run["timings"]) == len(names)
+
+    with open(tmp_path / "comparison.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["run"] for row in rows] == ["full", "cms"]
+    for row in rows:
+        summary = results["runs"][row["run"]]["summary"]
+        for key in ("final_average", "relative_forgetting", "forgetting", "backward_transfer", "plasticity"):
+            assert float(row[key]) == summary[key]
+        assert [float(row[f"final_{task}"]) for task in names] == summary["final_per_task"]
+    table = (tmp_path / "comparison.md").read_text()
+    assert table.strip() == format_comparison(results)
+    assert "perplexity (lower is better)" in table and table.count("\n| ") == 3  # header + 2 runs
+
+    assert sorted(results["plots"]) == ["plots/R_cms.png", "plots/R_full.png", "plots/curves.png"]
+    for plot in results["plots"]:
+        width, height = png_size(tmp_path / plot)
+        assert 200 <= width <= 4000 and 200 <= height <= 4000
+
+    for name in ("full", "cms"):
+        matrix = results["runs"][name]["matrix"]
+        for index in range(len(names)):
+            card = ModelCard.load(tmp_path / name / f"task_{index}" / "README.md")
+            assert card.data.base_model == "tiny-llama" and card.data.library_name == "transformers"
+            assert {"hf_hope", "continual-learning", name} <= set(card.data.tags)
+            assert f"| {names[index]} | " + " | ".join(f"{value:.4g}" for value in matrix[index]) in card.text
+            assert " -> ".join(names[: index + 1]) in card.text
+            if name == "cms":  # levels: the frozen pretrained FFN, then the new levels of periods 2 and 1
+                assert "| 1 | frozen | 1.0 |\n| 2 | 2 | 1.0 |\n| 3 | 1 | 1.0 |" in card.text
+                assert "import hf_hope" in card.text
+            else:
+                assert "None: every trained parameter updates at every optimizer step" in card.text
+
+    again = CountTrainings()
+    assert experiment(domains, tmp_path, [settings("full"), settings("cms")], callbacks=[again]) == results
+    assert again.started == 0
+
+
+def test_a_lora_run_gets_a_peft_loading_snippet(domains, tmp_path):
+    results = experiment(domains, tmp_path, {"lora-r4": settings("lora")})
+    assert list(results["runs"]) == ["lora-r4"]
+    card = ModelCard.load(tmp_path / "lora-r4" / "task_2" / "README.md")
+    assert card.data.library_name == "peft" and "lora" in card.data.tags
+    assert "PeftModel.from_pretrained(base" in card.text
+
+
+def test_run_names():
+    assert list(named_runs([settings("full"), settings("cms")])) == ["full", "cms"]
+    twice = {"cms": settings("cms"), "cms-fast": settings("cms", learning_rate=1e-1)}
+    assert named_runs(twice) == twice
+    with pytest.raises(ValueError, match="'cms' appears twice.*mapping"):
+        named_runs([settings("cms"), settings("cms")])
+    with pytest.raises(ValueError, match="not usable as a folder name"):
+        named_runs({"../up": settings("full")})
+    with pytest.raises(ValueError, match="not usable as a folder name"):
+        named_runs({"plots": settings("full")})
+    with pytest.raises(TypeError, match="expected ContinualSettings"):
+        named_runs({"full": {"strategy": "full"}})
+
+
+def test_the_metric_direction_comes_from_the_results():
+    assert metric_direction({"metric": "perplexity"}) == ("perplexity", False)
+    assert metric_direction({"metric": "accuracy"}) == ("accuracy", True)
+    assert metric_direction({"metric": "bleu", "higher_is_better": True}) == ("bleu", True)
+    with pytest.raises(ValueError, match="metric 'bleu', whose direction is unknown"):
+        metric_direction({"metric": "bleu"})
+
+
+def test_an_accuracy_comparison_reads_higher_is_better():
+    summary = {
+        "final_average": 0.5,
+        "relative_forgetting": 0.25,
+        "forgetting": 0.2,
+        "backward_transfer": -0.2,
+        "plasticity": 0.7,
+        "final_per_task": [0.4, 0.6],
+    }
+    run = {"strategy": "cms", "summary": summary, "timings": [{"train_seconds": 1.0}, {"train_seconds": 2.0}]}
+    comparison = {"metric": "accuracy", "higher_is_better": True, "tasks": ["a", "b"], "runs": {"cms": run}}
+    from hf_hope.continual.experiment import comparison_rows
+
+    comparison["comparison"] = comparison_rows(comparison)
+    assert comparison["comparison"][0]["forward_transfer"] is None
+    table = format_comparison(comparison)
+    assert table.startswith("accuracy (higher is better)")
+    assert "| cms | 0.5 | 25.0% | 0.2 | -0.2 | - | 0.7 | 0.4 | 0.6 | 3.0 |" in table
+
+
+def test_plots_without_matplotlib_warn_once_and_can_be_required(tmp_path, monkeypatch):
+    runs = {"full": {"matrix": [[2.0, 3.0], [2.5, 2.2]], "initial": [4.0, 5.0]}}
+    monkeypatch.setattr(plots_module, "plots_available", lambda: False)
+    with CaptureLogger(plots_module.logger) as captured:
+        assert plots_module.write_plots(runs, ["a", "b"], "perplexity", False, tmp_path) == []
+    assert captured.out.count("matplotlib is not installed") == 1
+    assert 'pip install "hf-hope[plots]"' in captured.out
+    with pytest.raises(ImportError, match=r'pip install "hf-hope\[plots\]"'):
+        plots_module.write_plots(runs, ["a", "b"], "perplexity", False, tmp_path, require=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_plots_of_an_accuracy_matrix(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = {"a": {"matrix": [[0.9, 0.1], [0.5, 0.8]]}, "b": {"matrix": [[0.9, 0.0], [0.85, 0.8]], "initial": None}}
+    paths = plots_module.write_plots(runs, ["t0", "t1"], "accuracy", True, tmp_path)
+    assert [path.name for path in paths] == ["R_a.png", "R_b.png", "curves.png"]
+    assert all(png_size(path)[0] > 100 for path in paths)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_unknown_strategy_in_settings_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown strategy 'ewc'"):
+        ContinualSettings(strategy="ewc")

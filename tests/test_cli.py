@@ -154,6 +154,27 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
     assert (retrofitted / "tokenizer_config.json").is_file()
     assert "exists and is not empty" in fail(["retrofit", "--model", str(tiny_dir), "--output_dir", str(retrofitted)])
 
+    (tmp_path / "cms.json").write_text(
+        json.dumps({"levels": [{"period": None}, {"period": 8}], "intermediate_size": 8})
+    )
+    from_file = tmp_path / "from-file"
+    main(
+        [
+            "retrofit",
+            "--model",
+            str(tiny_dir),
+            "--output_dir",
+            str(from_file),
+            "--cms_config",
+            str(tmp_path / "cms.json"),
+        ]
+    )
+    assert AutoModelForCausalLM.from_pretrained(from_file).config.cms_adapter["levels"][1]["period"] == 8
+    (tmp_path / "bad.json").write_text(json.dumps({"levels": [{"period": None}, {"period": 8}], "width": 8}))
+    bad = ["retrofit", "--model", str(tiny_dir), "--output_dir", str(tmp_path / "x"), "--cms_config"]
+    assert "Unknown CMSConfig fields ['width']" in fail([*bad, str(tmp_path / "bad.json")])
+    assert not (tmp_path / "x").exists()
+
     adapter = tmp_path / "adapter"
     main(["retrofit", "--model", str(tiny_dir), "--output_dir", str(adapter), "--adapter_only", "--layers", "1"])
     assert {path.name for path in adapter.iterdir()} == {

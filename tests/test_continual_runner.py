@@ -13,6 +13,7 @@ from transformers import HfArgumentParser, PreTrainedTokenizerFast, TrainerCallb
 from hf_hope.continual import (
     STRATEGIES,
     ContinualSettings,
+    build_optimizer,
     group_blocks,
     prepare_model,
     run_continual,
@@ -115,6 +116,41 @@ def test_what_each_strategy_trains():
     cms = prepare_model(factory(), settings("cms"))
     assert trainable(cms) and all(".cms_levels." in name for name in trainable(cms))
     assert cms.config.model_type == "llama_cms"
+
+
+def test_cms_learning_rate_scales_give_each_level_its_own_param_group():
+    cms_settings = settings("cms", learning_rate=1e-3, cms_lr_scales=[0.25, 1.0])
+    model = prepare_model(factory(), cms_settings)
+    optimizer = build_optimizer(model, cms_settings)
+    lr_of = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            expected = 2.5e-4 if ".cms_levels.0." in name else 1e-3
+            assert lr_of[id(parameter)] == pytest.approx(expected), name
+    assert len(lr_of) == sum(parameter.requires_grad for parameter in model.parameters())
+    assert build_optimizer(model, settings("cms")) is None  # no scales: Trainer's own AdamW
+
+
+def test_cms_copy_init_trains_copies_of_the_pretrained_ffn():
+    model = prepare_model(factory(), settings("cms", cms_init="copy"))
+    base = factory()
+    trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trained and all(".cms_levels." in name for name in trained)
+    up = "model.layers.0.mlp.cms_levels.1.mlp.up_proj.weight"
+    torch.testing.assert_close(dict(model.named_parameters())[up], base.model.layers[0].mlp.up_proj.weight)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"cms_init": "random"}, "cms_init='random' is unknown"),
+        ({"cms_lr_scales": [1.0]}, "one positive scale per CMS period"),
+        ({"cms_lr_scales": [0.0, 1.0]}, "one positive scale per CMS period"),
+    ],
+)
+def test_bad_cms_settings_are_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        settings("cms", **changes)
 
 
 def test_an_unknown_strategy_is_a_clear_error():

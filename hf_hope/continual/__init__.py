@@ -8,13 +8,21 @@ from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
 from .evaluation import perplexity
 from .runner import run_continual
 from .settings import STRATEGIES, ContinualSettings
-from .strategies import attention_projections, load_task_model, prepare_model, save_task_model, strategy_callbacks
+from .strategies import (
+    attention_projections,
+    build_optimizer,
+    load_task_model,
+    prepare_model,
+    save_task_model,
+    strategy_callbacks,
+)
 
 __all__ = [
     "STRATEGIES",
     "BlockDataset",
     "ContinualSettings",
     "attention_projections",
+    "build_optimizer",
     "group_blocks",
     "load_task_model",
     "perplexity",

@@ -45,7 +45,14 @@ from .run_folder import (
     write_json,
 )
 from .settings import ContinualSettings
-from .strategies import ModelFactory, load_task_model, prepare_model, save_task_model, strategy_callbacks
+from .strategies import (
+    ModelFactory,
+    build_optimizer,
+    load_task_model,
+    prepare_model,
+    save_task_model,
+    strategy_callbacks,
+)
 
 Tasks = Mapping[str, DatasetDict] | Sequence[tuple[str, DatasetDict]]
 
@@ -175,6 +182,7 @@ def _train(
         args=args,
         train_dataset=BlockDataset(blocks),
         callbacks=[*strategy_callbacks(settings), *callbacks],
+        optimizers=(build_optimizer(model, settings), None),
     )
     trainer.train()
     return trainer.model

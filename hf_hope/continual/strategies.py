@@ -16,11 +16,13 @@ resumes where it stopped. `model_factory()` must return the same base model ever
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
 from ..conversion import CMSConfig, retrofit
+from ..level_clock import LevelClock
 from ..level_clock_callback import LevelClockCallback
 from ..modeling.cms import parameter_levels
 from .settings import ContinualSettings, check_strategy
@@ -43,14 +45,28 @@ def prepare_model(model: nn.Module, settings: ContinualSettings) -> nn.Module:
             r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0, target_modules=targets
         )
         return get_peft_model(model, config)
-    levels = [{"period": None}] + [{"period": period} for period in settings.cms_periods]
-    model = retrofit(model, CMSConfig(levels=levels, init="zero", intermediate_size=settings.cms_width))
-    return freeze_all_but_cms_levels(model)
+    scales = settings.cms_lr_scales or [1.0] * len(settings.cms_periods)
+    new_levels = zip(settings.cms_periods, scales, strict=True)
+    levels = [{"period": None}] + [{"period": period, "lr_scale": scale} for period, scale in new_levels]
+    config = CMSConfig(levels=levels, init=settings.cms_init, intermediate_size=settings.cms_width)
+    return freeze_all_but_cms_levels(retrofit(model, config))
 
 
 def strategy_callbacks(settings: ContinualSettings) -> list[TrainerCallback]:
     """The Trainer callbacks one task's training needs (new objects each call)."""
     return [LevelClockCallback()] if check_strategy(settings.strategy) == "cms" else []
+
+
+def build_optimizer(model: nn.Module, settings: ContinualSettings) -> torch.optim.Optimizer | None:
+    """AdamW with one param group per CMS learning-rate scale (strategy cms with `cms_lr_scales`), else None.
+
+    `None` lets Trainer build its default AdamW from the same settings.
+    """
+    if check_strategy(settings.strategy) != "cms" or settings.cms_lr_scales is None:
+        return None
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    groups = LevelClock(model).param_groups(trainable, lr=settings.learning_rate)
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 
 def save_task_model(model: nn.Module, folder: str | Path) -> None:

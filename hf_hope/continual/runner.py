@@ -48,6 +48,7 @@ from .settings import ContinualSettings
 from .strategies import (
     ModelFactory,
     build_optimizer,
+    finish_task,
     load_task_model,
     prepare_model,
     save_task_model,
@@ -124,7 +125,7 @@ def run_continual(
         else:
             blocks, steps, trained = train[index], settings.steps_per_task, names[index]
         started = time.perf_counter()
-        model = _train(model, blocks, steps, settings, settings.seed + index, run_dir, callbacks)
+        model = finish_task(_train(model, blocks, steps, settings, settings.seed + index, run_dir, callbacks), settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         row = evaluate_all(model)

@@ -47,6 +47,13 @@ class ContinualSettings:
         default="zero",
         metadata={"help": "zero: narrow new levels whose output starts at zero; copy: levels copy the pretrained FFN"},
     )
+    cms_consolidate: bool = field(
+        default=False,
+        metadata={
+            "help": "after each task, fold the fastest CMS level into the next slower one (exactly) and restart it "
+            "from zero, so that what a task taught survives in the slower level (needs two or more cms_periods)"
+        },
+    )
     cms_lr_scales: list[float] | None = field(
         default=None,
         metadata={"help": "learning-rate scale of each new CMS level, slowest first (None: 1.0 for every level)"},
@@ -76,6 +83,11 @@ class ContinualSettings:
             raise ValueError(f"cms_periods={self.cms_periods!r} is invalid: give one or more ints >= 1.")
         if self.cms_init not in CMS_INIT_MODES:
             raise ValueError(f"cms_init={self.cms_init!r} is unknown: choose one of {', '.join(CMS_INIT_MODES)}.")
+        if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init != "zero"):
+            raise ValueError(
+                "cms_consolidate needs at least two cms_periods (a fast level to fold into a slower one) and "
+                f"cms_init='zero'; got cms_periods={self.cms_periods} and cms_init={self.cms_init!r}."
+            )
         if self.cms_lr_scales is not None:
             self.cms_lr_scales = [float(scale) for scale in self.cms_lr_scales]
             if len(self.cms_lr_scales) != len(self.cms_periods) or not all(s > 0 for s in self.cms_lr_scales):

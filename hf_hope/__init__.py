@@ -11,6 +11,7 @@ from .clocked_optimizer import ClockedOptimizer
 from .conversion import (
     SUPPORTED_MODEL_TYPES,
     CMSConfig,
+    consolidate_levels,
     convert_gguf,
     load_cms_adapter,
     register_auto_classes,
@@ -60,6 +61,7 @@ __all__ = [
     "LevelClockCallback",
     "LevelTag",
     "OnlineLearner",
+    "consolidate_levels",
     "convert_gguf",
     "load_cms_adapter",
     "parameter_levels",

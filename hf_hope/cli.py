@@ -15,6 +15,7 @@ from .conversion.gguf import GgufConversionSettings, run_gguf_conversion
 from .conversion.retrofit_command import RetrofitSettings, run_retrofit
 from .data.prepare import DataPreparationSettings, run_data_preparation
 from .demo import DemoSettings, run_demo
+from .hope_demo import HopeDemoSettings, run_hope_demo
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -32,6 +33,15 @@ COMMANDS = {
     "demo": Command(
         (DemoSettings,),
         run_demo,
+        "teach SmolLM2-135M code, news, then literature: full fine-tuning vs the CMS adapter (~13 min on a CPU)",
+        "Continual fine-tuning of the packaged SmolLM2-135M on the code -> news -> literature stream with full "
+        "fine-tuning and with the CMS adapter driven by the level clock, on the same token budget. Prints each "
+        "strategy's forgetting and final perplexities and writes the run folder (results, matrices, plots, model "
+        "cards). --quick runs a few steps per task (about 3 minutes). Nothing is downloaded from a model hub.",
+    ),
+    "hope-demo": Command(
+        (HopeDemoSettings,),
+        run_hope_demo,
         "train a small HOPE model on Python source, save, reload and generate (about 2 minutes on a CPU)",
         "Train a small byte-level HOPE model with Trainer on the Python standard library's source, save it, reload "
         "it with AutoModelForCausalLM and sample a continuation. Nothing is downloaded.",

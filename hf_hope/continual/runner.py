@@ -45,7 +45,15 @@ from .run_folder import (
     write_json,
 )
 from .settings import ContinualSettings
-from .strategies import ModelFactory, load_task_model, prepare_model, save_task_model, strategy_callbacks
+from .strategies import (
+    ModelFactory,
+    build_optimizer,
+    finish_task,
+    load_task_model,
+    prepare_model,
+    save_task_model,
+    strategy_callbacks,
+)
 
 Tasks = Mapping[str, DatasetDict] | Sequence[tuple[str, DatasetDict]]
 
@@ -117,7 +125,7 @@ def run_continual(
         else:
             blocks, steps, trained = train[index], settings.steps_per_task, names[index]
         started = time.perf_counter()
-        model = _train(model, blocks, steps, settings, settings.seed + index, run_dir, callbacks)
+        model = finish_task(_train(model, blocks, steps, settings, settings.seed + index, run_dir, callbacks), settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         row = evaluate_all(model)
@@ -175,6 +183,7 @@ def _train(
         args=args,
         train_dataset=BlockDataset(blocks),
         callbacks=[*strategy_callbacks(settings), *callbacks],
+        optimizers=(build_optimizer(model, settings), None),
     )
     trainer.train()
     return trainer.model

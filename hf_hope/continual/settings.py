@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 STRATEGIES = ("full", "lora", "cms", "joint")
+CMS_INIT_MODES = ("zero", "copy")
 
 
 def check_strategy(name: str) -> str:
@@ -41,7 +42,25 @@ class ContinualSettings:
         default_factory=lambda: [16, 1],
         metadata={"help": "periods of the new CMS levels, slowest first (the pretrained FFN stays frozen)"},
     )
-    cms_width: int = field(default=128, metadata={"help": "hidden width of each new CMS level"})
+    cms_width: int = field(default=128, metadata={"help": "hidden width of each new CMS level (cms_init zero)"})
+    cms_init: str = field(
+        default="copy",
+        metadata={
+            "help": "copy: each new level starts as a copy of the pretrained FFN, mixed with it (forgets least in "
+            "the domain benchmark); zero: narrow new levels whose output starts at zero"
+        },
+    )
+    cms_consolidate: bool = field(
+        default=False,
+        metadata={
+            "help": "after each task, fold the fastest CMS level into the next slower one (exactly) and restart it "
+            "from zero, so that what a task taught survives in the slower level (needs two or more cms_periods)"
+        },
+    )
+    cms_lr_scales: list[float] | None = field(
+        default=None,
+        metadata={"help": "learning-rate scale of each new CMS level, slowest first (None: 1.0 for every level)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed; task i trains with seed + i"})
     eval_batch_size: int = field(default=8, metadata={"help": "validation blocks per forward pass"})
     max_eval_blocks: int | None = field(
@@ -65,6 +84,20 @@ class ContinualSettings:
         self.cms_periods = list(self.cms_periods)
         if not self.cms_periods or not all(isinstance(p, int) and p >= 1 for p in self.cms_periods):
             raise ValueError(f"cms_periods={self.cms_periods!r} is invalid: give one or more ints >= 1.")
+        if self.cms_init not in CMS_INIT_MODES:
+            raise ValueError(f"cms_init={self.cms_init!r} is unknown: choose one of {', '.join(CMS_INIT_MODES)}.")
+        if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init != "zero"):
+            raise ValueError(
+                "cms_consolidate needs at least two cms_periods (a fast level to fold into a slower one) and "
+                f"cms_init='zero'; got cms_periods={self.cms_periods} and cms_init={self.cms_init!r}."
+            )
+        if self.cms_lr_scales is not None:
+            self.cms_lr_scales = [float(scale) for scale in self.cms_lr_scales]
+            if len(self.cms_lr_scales) != len(self.cms_periods) or not all(s > 0 for s in self.cms_lr_scales):
+                raise ValueError(
+                    f"cms_lr_scales={self.cms_lr_scales!r} is invalid: give one positive scale per CMS period "
+                    f"({len(self.cms_periods)}), slowest first, or None."
+                )
         if self.lora_target_modules is not None:
             self.lora_target_modules = list(self.lora_target_modules)
 

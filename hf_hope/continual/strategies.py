@@ -7,6 +7,9 @@
   its own period, driven by a `LevelClockCallback`. Each task gets a fresh callback, so the clock counts from
   each task's first step, and gradients a slow level has accumulated but not yet applied when a task ends are
   dropped (choose `steps_per_task` a multiple of the periods to avoid that).
+  With `cms_consolidate`, after each task the fastest level is folded exactly into the next slower one and
+  restarts from zero (`hf_hope.consolidate_levels`): each task's lesson is kept in a level that updates rarely,
+  and the fast level learns the next task from a silent start.
 - `joint`: like `full`, but trained once on the union of all tasks (the multi-task upper bound).
 
 A strategy saves what it trains into a task folder and rebuilds the same trainable model from it, so that a run
@@ -16,11 +19,13 @@ resumes where it stopped. `model_factory()` must return the same base model ever
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
-from ..conversion import CMSConfig, retrofit
+from ..conversion import CMSConfig, consolidate_levels, retrofit
+from ..level_clock import LevelClock
 from ..level_clock_callback import LevelClockCallback
 from ..modeling.cms import parameter_levels
 from .settings import ContinualSettings, check_strategy
@@ -43,14 +48,39 @@ def prepare_model(model: nn.Module, settings: ContinualSettings) -> nn.Module:
             r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0, target_modules=targets
         )
         return get_peft_model(model, config)
-    levels = [{"period": None}] + [{"period": period} for period in settings.cms_periods]
-    model = retrofit(model, CMSConfig(levels=levels, init="zero", intermediate_size=settings.cms_width))
-    return freeze_all_but_cms_levels(model)
+    scales = settings.cms_lr_scales or [1.0] * len(settings.cms_periods)
+    new_levels = zip(settings.cms_periods, scales, strict=True)
+    levels = [{"period": None}] + [{"period": period, "lr_scale": scale} for period, scale in new_levels]
+    config = CMSConfig(levels=levels, init=settings.cms_init, intermediate_size=settings.cms_width)
+    return freeze_all_but_cms_levels(retrofit(model, config))
 
 
 def strategy_callbacks(settings: ContinualSettings) -> list[TrainerCallback]:
     """The Trainer callbacks one task's training needs (new objects each call)."""
     return [LevelClockCallback()] if check_strategy(settings.strategy) == "cms" else []
+
+
+def build_optimizer(model: nn.Module, settings: ContinualSettings) -> torch.optim.Optimizer | None:
+    """AdamW with one param group per CMS learning-rate scale (strategy cms with `cms_lr_scales`), else None.
+
+    `None` lets Trainer build its default AdamW from the same settings.
+    """
+    if check_strategy(settings.strategy) != "cms" or settings.cms_lr_scales is None:
+        return None
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    groups = LevelClock(model).param_groups(trainable, lr=settings.learning_rate)
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def finish_task(model: nn.Module, settings: ContinualSettings) -> nn.Module:
+    """What happens to the model between tasks: with `cms_consolidate`, the fastest level folds into the next one.
+
+    The folding is exact, so the model evaluated after the task computes what the trained one computed.
+    """
+    if check_strategy(settings.strategy) == "cms" and settings.cms_consolidate:
+        fastest = len(settings.cms_periods) + 1  # levels count from 1, the pretrained FFN
+        consolidate_levels(model, source=fastest, target=fastest - 1)
+    return model
 
 
 def save_task_model(model: nn.Module, folder: str | Path) -> None:

@@ -1,9 +1,9 @@
-"""The README's main job, `hf-hope demo`, end to end at a tiny size."""
+"""`hf-hope hope-demo`: a small HOPE model trained from scratch, end to end at a tiny size."""
 
 import math
 
 from hf_hope.cli import build_parser
-from hf_hope.demo import DemoSettings, run_demo, stdlib_source_bytes
+from hf_hope.hope_demo import HopeDemoSettings, run_hope_demo, stdlib_source_bytes
 
 
 def test_stdlib_corpus_is_deterministic_python_source():
@@ -13,8 +13,8 @@ def test_stdlib_corpus_is_deterministic_python_source():
 
 
 def test_demo_trains_saves_reloads_and_generates(tmp_path, capsys):
-    settings = DemoSettings(output_dir=str(tmp_path), max_steps=4, seq_len=64, batch_size=4, corpus_bytes=40_000)
-    figures = run_demo(settings)
+    settings = HopeDemoSettings(output_dir=str(tmp_path), max_steps=4, seq_len=64, batch_size=4, corpus_bytes=40_000)
+    figures = run_hope_demo(settings)
     assert math.isfinite(figures["final_eval_loss"])
     assert figures["final_eval_loss"] < figures["initial_eval_loss"]
     assert (tmp_path / "model" / "model.safetensors").exists()
@@ -22,5 +22,5 @@ def test_demo_trains_saves_reloads_and_generates(tmp_path, capsys):
 
 
 def test_cli_parses_demo_flags():
-    args = build_parser().parse_args(["demo", "--max_steps", "3", "--output_dir", "x"])
-    assert (args.command, args.max_steps, args.output_dir) == ("demo", 3, "x")
+    args = build_parser().parse_args(["hope-demo", "--max_steps", "3", "--output_dir", "x"])
+    assert (args.command, args.max_steps, args.output_dir) == ("hope-demo", 3, "x")

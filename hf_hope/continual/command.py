@@ -11,13 +11,12 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..conversion.gguf import MODEL_CACHE_ENV, cached_smollm2
+from ..conversion.gguf import MODEL_CACHE_ENV, SMOLLM2_MODEL_ID, cached_smollm2
 from .experiment import format_comparison, run_experiment
 from .settings import STRATEGIES, ContinualSettings, check_strategy
 from .streams import STREAMS, get_stream, load_stream
 
 # --quick: the packaged excerpts and a budget of seconds per task on a CPU, for fields left at their defaults.
-DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUICK_SETTINGS = {"steps_per_task": 4, "batch_size": 2, "block_size": 64, "eval_batch_size": 4, "max_eval_blocks": 4}
 
 
@@ -171,7 +170,7 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
 def resolve_model(model: str | None, model_cache_dir: str | None = None) -> tuple[Path, str]:
     """(`model`'s folder, its name for results and cards); SmolLM2 from the model cache when `model` is None."""
     if model is None:
-        return cached_smollm2(model_cache_dir), DEFAULT_MODEL_NAME
+        return cached_smollm2(model_cache_dir), SMOLLM2_MODEL_ID
     folder = Path(model)
     if not folder.is_dir():
         raise FileNotFoundError(

@@ -67,6 +67,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and allow_tf32 else "ieee"
 
 
+def _upcast(dtype: torch.dtype) -> bool:
+    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _strides(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(tensor.stride())
 
@@ -80,6 +84,15 @@ if triton is not None:
         return tl.load(base + rows[:, None] * stride_l + cols[None, :] * stride_d, mask=mask, other=0.0)
 
     @triton.jit
+    def _operand(tile, dtype, UPCAST: tl.constexpr):
+        """A `tl.dot` operand rounded to `dtype`; with UPCAST held in float32 (exact for bfloat16 products), for
+        Triton's interpreter, whose bfloat16 `tl.dot` is wrong."""
+        tile = tile.to(dtype)
+        if UPCAST:
+            tile = tile.to(tl.float32)
+        return tile
+
+    @triton.jit
     def _read_forward_kernel(
         y, sy_b, sy_h, sy_c, sy_l, sy_d,
         x, sx_b, sx_h, sx_c, sx_l, sx_d,
@@ -88,7 +101,7 @@ if triton is not None:
         out,
         heads, chunks, length, din, dout,
         HAS_MOMENTUM: tl.constexpr, BL: tl.constexpr, BIN: tl.constexpr, BOUT: tl.constexpr,
-        PRECISION: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
         chunk, pid_bh, pid_out = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         batch, head = pid_bh // heads, pid_bh % heads
@@ -105,15 +118,15 @@ if triton is not None:
         carried = tl.zeros((BL, BOUT), dtype=tl.float32)
         for k0 in range(0, din, BIN):
             ins = k0 + tl.arange(0, BIN)
-            y_tile = _load_tokens(y_base, rows, ins, sy_l, sy_d, length, din).to(dot_dtype)
-            x_tile = _load_tokens(x_base, rows, ins, sx_l, sx_d, length, din).to(dot_dtype)
+            y_tile = _operand(_load_tokens(y_base, rows, ins, sy_l, sy_d, length, din), dot_dtype, UPCAST)
+            x_tile = _operand(_load_tokens(x_base, rows, ins, sx_l, sx_d, length, din), dot_dtype, UPCAST)
             state_mask = (outs[:, None] < dout) & (ins[None, :] < din)
             state_offsets = state_base + outs[:, None] * din + ins[None, :]
-            w_tile = tl.load(start + state_offsets, mask=state_mask, other=0.0).to(dot_dtype)
+            w_tile = _operand(tl.load(start + state_offsets, mask=state_mask, other=0.0), dot_dtype, UPCAST)
             scores += tl.dot(y_tile, tl.trans(x_tile), input_precision=PRECISION)
             linear += tl.dot(y_tile, tl.trans(w_tile), input_precision=PRECISION)
             if HAS_MOMENTUM:
-                s_tile = tl.load(momentum + state_offsets, mask=state_mask, other=0.0).to(dot_dtype)
+                s_tile = _operand(tl.load(momentum + state_offsets, mask=state_mask, other=0.0), dot_dtype, UPCAST)
                 carried += tl.dot(y_tile, tl.trans(s_tile), input_precision=PRECISION)
         row_ok = rows < length
         decay = tl.load(weight_decay + group * length + rows, mask=row_ok, other=0.0).to(tl.float32)
@@ -121,9 +134,9 @@ if triton is not None:
         coefficient_offsets = group * length * length + rows[:, None] * length + cols[None, :]
         writes = tl.load(write_in_weight + coefficient_offsets, mask=coefficient_mask, other=0.0).to(tl.float32)
         e_base = e + batch * se_b + head * se_h + chunk * se_c
-        e_tile = _load_tokens(e_base, rows, outs, se_l, se_d, length, dout).to(dot_dtype)
+        e_tile = _operand(_load_tokens(e_base, rows, outs, se_l, se_d, length, dout), dot_dtype, UPCAST)
         result = decay[:, None] * linear
-        result -= tl.dot((writes * scores).to(dot_dtype), e_tile, input_precision=PRECISION)
+        result -= tl.dot(_operand((writes * scores), dot_dtype, UPCAST), e_tile, input_precision=PRECISION)
         if HAS_MOMENTUM:
             carry = tl.load(momentum_in_weight + group * length + rows, mask=row_ok, other=0.0).to(tl.float32)
             result += carry[:, None] * carried
@@ -138,7 +151,7 @@ if triton is not None:
         g, sg_b, sg_h, sg_c, sg_l, sg_d,
         write_in_weight, grad_write_in_weight, score_grads, weighted_scores,
         heads, chunks, length, din, dout,
-        BL: tl.constexpr, BIN: tl.constexpr, BOUT: tl.constexpr, PRECISION: tl.constexpr,
+        BL: tl.constexpr, BIN: tl.constexpr, BOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
         """Per chunk: `dD = -(G E^T) o (Y X^T)`, and the scratch `dScores = -(G E^T) o D`, `P = D o (Y X^T)`."""
         chunk, pid_bh = tl.program_id(0), tl.program_id(1)
@@ -154,14 +167,14 @@ if triton is not None:
         scores = tl.zeros((BL, BL), dtype=tl.float32)
         for k0 in range(0, din, BIN):
             ins = k0 + tl.arange(0, BIN)
-            y_tile = _load_tokens(y_base, rows, ins, sy_l, sy_d, length, din).to(dot_dtype)
-            x_tile = _load_tokens(x_base, rows, ins, sx_l, sx_d, length, din).to(dot_dtype)
+            y_tile = _operand(_load_tokens(y_base, rows, ins, sy_l, sy_d, length, din), dot_dtype, UPCAST)
+            x_tile = _operand(_load_tokens(x_base, rows, ins, sx_l, sx_d, length, din), dot_dtype, UPCAST)
             scores += tl.dot(y_tile, tl.trans(x_tile), input_precision=PRECISION)
         error_products = tl.zeros((BL, BL), dtype=tl.float32)
         for o0 in range(0, dout, BOUT):
             outs = o0 + tl.arange(0, BOUT)
-            g_tile = _load_tokens(g_base, rows, outs, sg_l, sg_d, length, dout).to(dot_dtype)
-            e_tile = _load_tokens(e_base, rows, outs, se_l, se_d, length, dout).to(dot_dtype)
+            g_tile = _operand(_load_tokens(g_base, rows, outs, sg_l, sg_d, length, dout), dot_dtype, UPCAST)
+            e_tile = _operand(_load_tokens(e_base, rows, outs, se_l, se_d, length, dout), dot_dtype, UPCAST)
             error_products += tl.dot(g_tile, tl.trans(e_tile), input_precision=PRECISION)
         mask = (rows[:, None] < length) & (cols[None, :] < length)
         offsets = group * length * length + rows[:, None] * length + cols[None, :]
@@ -179,7 +192,7 @@ if triton is not None:
         grad_y, grad_x, partial_decay, partial_carry,
         heads, chunks, length, din, dout,
         HAS_MOMENTUM: tl.constexpr, BL: tl.constexpr, BIN: tl.constexpr, BOUT: tl.constexpr,
-        PRECISION: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
         """One block of input columns: `dY = a o (G W0) + b o (G S0) + dScores X`, `dX = dScores^T Y`, and this
         block's share of `da_t = sum_i Y (G W0)` and `db_t = sum_i Y (G S0)`."""
@@ -197,23 +210,25 @@ if triton is not None:
         carried = tl.zeros((BL, BIN), dtype=tl.float32)
         for o0 in range(0, dout, BOUT):
             outs = o0 + tl.arange(0, BOUT)
-            g_tile = _load_tokens(g_base, rows, outs, sg_l, sg_d, length, dout).to(dot_dtype)
+            g_tile = _operand(_load_tokens(g_base, rows, outs, sg_l, sg_d, length, dout), dot_dtype, UPCAST)
             state_mask = (outs[:, None] < dout) & (ins[None, :] < din)
             state_offsets = state_base + outs[:, None] * din + ins[None, :]
-            w_tile = tl.load(start + state_offsets, mask=state_mask, other=0.0).to(dot_dtype)
+            w_tile = _operand(tl.load(start + state_offsets, mask=state_mask, other=0.0), dot_dtype, UPCAST)
             linear += tl.dot(g_tile, w_tile, input_precision=PRECISION)
             if HAS_MOMENTUM:
-                s_tile = tl.load(momentum + state_offsets, mask=state_mask, other=0.0).to(dot_dtype)
+                s_tile = _operand(tl.load(momentum + state_offsets, mask=state_mask, other=0.0), dot_dtype, UPCAST)
                 carried += tl.dot(g_tile, s_tile, input_precision=PRECISION)
         row_ok = rows < length
         mask = row_ok[:, None] & (cols[None, :] < length)
         score_offsets = group * length * length + rows[:, None] * length + cols[None, :]
-        grads = tl.load(score_grads + score_offsets, mask=mask, other=0.0).to(dot_dtype)
+        grads = _operand(tl.load(score_grads + score_offsets, mask=mask, other=0.0), dot_dtype, UPCAST)
         y_tile = _load_tokens(y + batch * sy_b + head * sy_h + chunk * sy_c, rows, ins, sy_l, sy_d, length, din)
         x_tile = _load_tokens(x + batch * sx_b + head * sx_h + chunk * sx_c, rows, ins, sx_l, sx_d, length, din)
         decay = tl.load(weight_decay + group * length + rows, mask=row_ok, other=0.0).to(tl.float32)
-        result_y = decay[:, None] * linear + tl.dot(grads, x_tile.to(dot_dtype), input_precision=PRECISION)
-        result_x = tl.dot(tl.trans(grads), y_tile.to(dot_dtype), input_precision=PRECISION)
+        result_y = decay[:, None] * linear + tl.dot(
+            grads, _operand(x_tile, dot_dtype, UPCAST), input_precision=PRECISION
+        )
+        result_x = tl.dot(tl.trans(grads), _operand(y_tile, dot_dtype, UPCAST), input_precision=PRECISION)
         y_float = y_tile.to(tl.float32)
         partial_offsets = (pid_in * groups + group) * length + rows
         tl.store(partial_decay + partial_offsets, tl.sum(y_float * linear, axis=1), mask=row_ok)
@@ -234,7 +249,7 @@ if triton is not None:
         grad_e, grad_start, grad_momentum,
         heads, chunks, length, din, dout,
         HAS_MOMENTUM: tl.constexpr, BL: tl.constexpr, BIN: tl.constexpr, BOUT: tl.constexpr,
-        PRECISION: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
         """One block of output rows: `dE = -P^T G`, `dW0 = (a o G)^T Y`, `dS0 = (b o G)^T Y`."""
         chunk, pid_bh, pid_out = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -249,21 +264,21 @@ if triton is not None:
         g_tile = g_tile.to(tl.float32)
         mask = row_ok[:, None] & (cols[None, :] < length)
         score_offsets = group * length * length + rows[:, None] * length + cols[None, :]
-        weighted = tl.load(weighted_scores + score_offsets, mask=mask, other=0.0).to(dot_dtype)
-        result_e = -tl.dot(tl.trans(weighted), g_tile.to(dot_dtype), input_precision=PRECISION)
+        weighted = _operand(tl.load(weighted_scores + score_offsets, mask=mask, other=0.0), dot_dtype, UPCAST)
+        result_e = -tl.dot(tl.trans(weighted), _operand(g_tile, dot_dtype, UPCAST), input_precision=PRECISION)
         out_mask = row_ok[:, None] & (outs[None, :] < dout)
         e_offsets = (group * length + rows[:, None]) * dout + outs[None, :]
         tl.store(grad_e + e_offsets, result_e.to(grad_e.dtype.element_ty), mask=out_mask)
         decay = tl.load(weight_decay + group * length + rows, mask=row_ok, other=0.0).to(tl.float32)
-        decayed = tl.trans(decay[:, None] * g_tile).to(dot_dtype)
+        decayed = _operand(tl.trans(decay[:, None] * g_tile), dot_dtype, UPCAST)
         if HAS_MOMENTUM:
             carry = tl.load(momentum_in_weight + group * length + rows, mask=row_ok, other=0.0).to(tl.float32)
-            carried = tl.trans(carry[:, None] * g_tile).to(dot_dtype)
+            carried = _operand(tl.trans(carry[:, None] * g_tile), dot_dtype, UPCAST)
         y_base = y + batch * sy_b + head * sy_h + chunk * sy_c
         state_base = group * dout * din
         for k0 in range(0, din, BIN):
             ins = k0 + tl.arange(0, BIN)
-            y_tile = _load_tokens(y_base, rows, ins, sy_l, sy_d, length, din).to(dot_dtype)
+            y_tile = _operand(_load_tokens(y_base, rows, ins, sy_l, sy_d, length, din), dot_dtype, UPCAST)
             state_mask = (outs[:, None] < dout) & (ins[None, :] < din)
             state_offsets = state_base + outs[:, None] * din + ins[None, :]
             grad_w = tl.dot(decayed, y_tile, input_precision=PRECISION)
@@ -391,7 +406,7 @@ class _ChunkRead(torch.autograd.Function):
             out,
             heads, chunks, length, din, dout,
             HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2],
-            PRECISION=_precision(read_inputs.dtype),
+            PRECISION=_precision(read_inputs.dtype), UPCAST=_upcast(read_inputs.dtype),
         )  # fmt: skip
         ctx.save_for_backward(read_inputs, write_inputs, write_errors, start, momentum, decay, carry, writes)
         ctx.blocks = blocks
@@ -404,7 +419,7 @@ class _ChunkRead(torch.autograd.Function):
         dout = write_errors.shape[-1]
         blocks = ctx.blocks
         has_momentum = momentum is not None
-        precision = _precision(read_inputs.dtype)
+        precision, upcast = _precision(read_inputs.dtype), _upcast(read_inputs.dtype)
         device = read_inputs.device
         grad_writes = torch.empty(writes.shape, device=device, dtype=torch.float32)
         score_grads = torch.empty(writes.shape, device=device, dtype=torch.float32)
@@ -416,7 +431,7 @@ class _ChunkRead(torch.autograd.Function):
             grad_out, *_strides(grad_out),
             writes, grad_writes, score_grads, weighted_scores,
             heads, chunks, length, din, dout,
-            BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision,
+            BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast,
         )  # fmt: skip
         input_blocks = triton.cdiv(din, blocks[1])
         grad_y = torch.empty(read_inputs.shape, device=device, dtype=read_inputs.dtype)
@@ -430,7 +445,7 @@ class _ChunkRead(torch.autograd.Function):
             start, momentum if has_momentum else start, decay, carry, score_grads,
             grad_y, grad_x, partial_decay, partial_carry,
             heads, chunks, length, din, dout,
-            HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision,
+            HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast,
         )  # fmt: skip
         grad_e = torch.empty(write_errors.shape, device=device, dtype=write_errors.dtype)
         grad_start = torch.empty(start.shape, device=device, dtype=start.dtype)
@@ -441,7 +456,7 @@ class _ChunkRead(torch.autograd.Function):
             decay, carry, weighted_scores,
             grad_e, grad_start, grad_momentum if has_momentum else grad_start,
             heads, chunks, length, din, dout,
-            HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision,
+            HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast,
         )  # fmt: skip
         grad_decay = partial_decay.sum(0).to(decay.dtype)
         grad_carry = partial_carry.sum(0).to(carry.dtype) if has_momentum else None

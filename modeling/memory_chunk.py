@@ -153,6 +153,7 @@ class SegmentWrites:
 
 
 ReadFunction = Callable[..., torch.Tensor]  # the signature of `read_updated`
+CarryFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # the signature of `final_state`
 
 
 def chunk_forward(
@@ -162,6 +163,7 @@ def chunk_forward(
     mask: torch.Tensor | None,
     state: MemoryState,
     read: ReadFunction = read_updated,
+    carry: CarryFunction = final_state,
 ) -> tuple[torch.Tensor, MemoryState]:
     """Run the mixer's memories over `[batch, heads, T, head_dim]` inputs chunk by chunk.
 
@@ -169,7 +171,8 @@ def chunk_forward(
     `[batch, T]` (1 for real tokens, 0 for padding, which never writes). Returns the main memory's outputs
     `[batch, heads, T, head_dim]` and the state after the last token. Everything that does not depend on the
     chunk-start state (queries; with static generators also keys, values and rates) is computed once up front.
-    `read` computes the second pass's reads: `read_updated` in torch, or the Triton kernel `chunk_read`.
+    `read` computes the second pass's reads and `carry` the first pass's chunk-end states: `read_updated` and
+    `final_state` in torch, or the Triton kernels `chunk_read` and `carry_state`.
     """
     total, head_dim, chunk_size = queries_in.shape[2], mixer.head_dim, mixer.chunk_size
     weights, chunk_start = dict(state.weights), dict(state.chunk_start)
@@ -219,7 +222,7 @@ def chunk_forward(
         end_coefficients = EndCoefficients(eta, log_alpha, beta, write)
         old_momentum, momentum = momentum or {}, {}
         for name, (inputs, errors) in writes.items():
-            weights[name], momentum[name] = final_state(
+            weights[name], momentum[name] = carry(
                 weights[name], old_momentum.get(name), end_coefficients, inputs, errors
             )
         position += end - begin

@@ -19,7 +19,7 @@ from torch import nn
 from .configuration_hope import HopeConfig
 from .memory_chunk import chunk_forward
 from .memory_decode import decode_forward
-from .memory_kernels import KERNEL_DTYPES, chunk_read, kernels_usable, triton_available
+from .memory_kernels import KERNEL_DTYPES, carry_state, chunk_read, kernels_usable, triton_available
 from .memory_recurrent import recurrent_forward
 from .memory_state import MemoryState
 from .normalization import HopeRMSNorm
@@ -32,7 +32,8 @@ def memory_forward_for(implementation: str, queries_in: torch.Tensor):
 
     `"auto"` takes the Triton kernels on CUDA when Triton is installed and the memories compute in float32 or
     bfloat16, the torch chunk path otherwise; `"triton"` insists on the kernels. With the kernels, one token
-    without autograd (decoding) takes the fused decoding step, anything else the chunk path with kernel reads.
+    without autograd (decoding) takes the fused decoding step, anything else the chunk path with the kernels'
+    reads and chunk-end state carries.
     """
     if implementation in MEMORY_FORWARDS:
         return MEMORY_FORWARDS[implementation]
@@ -52,7 +53,7 @@ def memory_forward_for(implementation: str, queries_in: torch.Tensor):
         )
     if queries_in.shape[2] == 1 and not torch.is_grad_enabled():
         return decode_forward
-    return partial(chunk_forward, read=chunk_read)
+    return partial(chunk_forward, read=chunk_read, carry=carry_state)
 
 
 class SelfModifyingTitans(nn.Module):

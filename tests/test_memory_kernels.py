@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from hf_hope.modeling import memory_kernels
-from hf_hope.modeling.memory_chunk import BetaTerms, SegmentCoefficients, chunk_forward, read_updated
+from hf_hope.modeling.memory_chunk import (
+    BetaTerms,
+    EndCoefficients,
+    SegmentCoefficients,
+    chunk_forward,
+    final_state,
+    read_updated,
+)
 from hf_hope.modeling.memory_decode import decode_forward
 from hf_hope.modeling.memory_recurrent import recurrent_forward
 from hf_hope.modeling.titans import memory_forward_for
@@ -106,7 +113,7 @@ def check_read(dtype, with_momentum, length, din, dout):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("with_momentum", [True, False])
-@pytest.mark.parametrize(("length", "din", "dout"), [(1, 8, 24), (16, 24, 8), (13, 33, 17)], ids=str)
+@pytest.mark.parametrize(("length", "din", "dout"), [(1, 8, 24), (16, 24, 8), (13, 72, 80)], ids=str)
 def test_chunk_read_matches_the_torch_read(dtype, with_momentum, length, din, dout):
     check_read(dtype, with_momentum, length, din, dout)
 
@@ -116,6 +123,46 @@ def test_chunk_read_matches_the_torch_read(dtype, with_momentum, length, din, do
 @pytest.mark.parametrize(("length", "din", "dout"), [(64, 64, 128), (64, 256, 128), (16, 128, 256)], ids=str)
 def test_chunk_read_at_full_head_widths(dtype, length, din, dout):
     check_read(dtype, True, length, din, dout)
+
+
+def run_carry(carry, inputs: dict, dtype: torch.dtype):
+    """New weights and momentum of one chunk-end carry, and the gradients of every input (rates included)."""
+    batch, heads, chunks, length, din = inputs["read_inputs"].shape
+    leaves = {
+        "write_inputs": inputs["write_inputs"][:, :, 0],
+        "write_errors": inputs["write_errors"][:, :, 0],
+        "start": inputs["start"][:, :, 0],
+    }
+    if inputs["momentum"] is not None:
+        leaves["momentum"] = inputs["momentum"][:, :, 0]
+    leaves = {name: value.detach().to(dtype).requires_grad_() for name, value in leaves.items()}
+    rate_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    rates = [rate[:, :, 0].detach().to(rate_dtype).requires_grad_() for rate in inputs["rates"]]
+    coefficients = EndCoefficients(rates[0], rates[1], BetaTerms(rates[2]), None)
+    weights, momentum = carry(
+        leaves["start"], leaves.get("momentum"), coefficients, leaves["write_inputs"], leaves["write_errors"]
+    )
+    generator = torch.Generator(device=DEVICE).manual_seed(3)
+    grads_out = [torch.randn(weights.shape, generator=generator, device=DEVICE).to(weights.dtype) for _ in range(2)]
+    torch.autograd.backward([weights, momentum], grads_out)
+    grads = {name: leaf.grad for name, leaf in leaves.items()}
+    grads.update({name: rate.grad for name, rate in zip(("eta", "log_alpha", "log_beta"), rates, strict=True)})
+    return (weights, momentum), grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_momentum", [True, False])
+@pytest.mark.parametrize(("length", "din", "dout"), [(1, 8, 24), (13, 33, 17), (64, 72, 80)], ids=str)
+def test_carry_state_matches_the_torch_carry(dtype, with_momentum, length, din, dout):
+    inputs = read_inputs(2, 3, 1, length, din, dout, with_momentum, dtype)
+    states, grads = run_carry(memory_kernels.carry_state, inputs, dtype)
+    expected_states, expected_grads = run_carry(final_state, inputs, torch.float64)
+    for state, expected in zip(states, expected_states, strict=True):
+        assert state.dtype == dtype
+        assert relative_error(state, expected) <= TOLERANCE[dtype]
+    assert set(grads) == set(expected_grads)
+    for name, grad in grads.items():
+        assert relative_error(grad, expected_grads[name]) <= TOLERANCE[dtype], name
 
 
 def mixer_and_inputs(chunk_size: int, head_dim: int, length: int, self_modifying: bool = True, heads: int = 2):

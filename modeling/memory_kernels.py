@@ -70,6 +70,11 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and allow_tf32 else "ieee"
 
 
+def _warps(*blocks: int) -> int:
+    """Eight warps for the larger tiles, whose float32 accumulators would not fit four warps' registers."""
+    return 8 if blocks[0] * max(blocks[1:]) >= 4096 else 4
+
+
 def _upcast(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -558,7 +563,7 @@ class _ChunkRead(torch.autograd.Function):
             out,
             heads, chunks, length, din, dout,
             HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2],
-            PRECISION=_precision(read_inputs.dtype), UPCAST=_upcast(read_inputs.dtype),
+            PRECISION=_precision(read_inputs.dtype), UPCAST=_upcast(read_inputs.dtype), num_warps=_warps(*blocks),
         )  # fmt: skip
         ctx.save_for_backward(read_inputs, write_inputs, write_errors, start, momentum, decay, carry, writes)
         ctx.blocks = blocks
@@ -583,7 +588,7 @@ class _ChunkRead(torch.autograd.Function):
             grad_out, *_strides(grad_out),
             writes, grad_writes, score_grads, weighted_scores,
             heads, chunks, length, din, dout,
-            BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast,
+            BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast, num_warps=_warps(*blocks),
         )  # fmt: skip
         input_blocks = triton.cdiv(din, blocks[1])
         grad_y = torch.empty(read_inputs.shape, device=device, dtype=read_inputs.dtype)
@@ -598,6 +603,7 @@ class _ChunkRead(torch.autograd.Function):
             grad_y, grad_x, partial_decay, partial_carry,
             heads, chunks, length, din, dout,
             HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast,
+            num_warps=_warps(*blocks),
         )  # fmt: skip
         grad_e = torch.empty(write_errors.shape, device=device, dtype=write_errors.dtype)
         grad_start = torch.empty(start.shape, device=device, dtype=start.dtype)
@@ -609,6 +615,7 @@ class _ChunkRead(torch.autograd.Function):
             grad_e, grad_start, grad_momentum if has_momentum else grad_start,
             heads, chunks, length, din, dout,
             HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2], PRECISION=precision, UPCAST=upcast,
+            num_warps=_warps(*blocks),
         )  # fmt: skip
         grad_decay = partial_decay.sum(0).to(decay.dtype)
         grad_carry = partial_carry.sum(0).to(carry.dtype) if has_momentum else None
@@ -659,7 +666,7 @@ class _CarryState(torch.autograd.Function):
             new_weights, new_momentum,
             heads, length, din, dout,
             HAS_MOMENTUM=has_momentum, BL=blocks[0], BIN=blocks[1], BOUT=blocks[2],
-            PRECISION=_precision(write_inputs.dtype), UPCAST=_upcast(write_inputs.dtype),
+            PRECISION=_precision(write_inputs.dtype), UPCAST=_upcast(write_inputs.dtype), num_warps=_warps(*blocks),
         )  # fmt: skip
         ctx.save_for_backward(
             write_inputs, write_errors, start, momentum, end_scalars, write_in_weight, write_in_momentum

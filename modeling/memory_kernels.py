@@ -1,4 +1,5 @@
-"""Triton kernels of the HOPE memory: the chunk-parallel read with its backward, and the fused decoding step.
+"""Triton kernels of the HOPE memory: chunk-parallel read and chunk-end state carry with their backward, and
+a fused decoding step.
 
 **Chunk read** (`chunk_read`, same contract as `memory_chunk.read_updated`). For every chunk of L tokens and
 every (batch, head), with chunk-start weights `W0` `[out, in]` and momentum `S0`, write inputs `X` `[L, in]`,
@@ -7,15 +8,24 @@ errors `E` `[L, out]`, read inputs `Y` `[L, in]` and the coefficients `a_t`, `b_
 
     out = a o (Y W0^T) + b o (Y S0^T) - ((D eta) o (Y X^T)) E
 
-One program computes one block of `out` columns of one chunk; all chunks of a call run in parallel (the chunk-end
-state carry that feeds `W0` and `S0` stays a torch pass over the chunks, see `memory_chunk.py`). Per chunk the
-forward costs `2 L in (2 out + L) + 2 L^2 out` flops (momentum term included) and moves `L (2 in + 2 out)`
-activations, `2 out in` state and `L^2` coefficients: at L = 64, in = 128, out = 256 (the W2 read of heads of
-128 with expansion 2) about 9.4 MFLOP for 0.46 MB in float32, 20 flop per byte, so the kernel is compute-bound
-on tensor cores. The backward (three kernels: scores, input gradients, output-side gradients) costs about twice
-the forward's flops plus two `L x L` float32 scratch matrices per chunk. The backward returns the gradients of
-`Y`, `X`, `E`, `W0`, `S0` and of the three coefficient tensors; how the coefficients follow from the rates
-(`eta`, `log alpha`, `log beta`) is an `O(L^2)`-per-chunk torch computation that autograd differentiates.
+One program computes one block of `out` columns of one chunk; all chunks of a call run in parallel (their `W0`
+and `S0` come from the sequential first pass, below). Per chunk the forward costs `2 L in (2 out + L) + 2 L^2 out`
+flops (momentum term included) and moves `L (2 in + 2 out)` activations, `2 out in` state and `L^2` coefficients:
+at L = 64, in = 128, out = 256 (the W2 read of heads of 128 with expansion 2) about 11.5 MFLOP for 0.48 MB in
+float32, 24 flops per byte, well under the ridge point of an H100's tensor cores (about 150 for TF32, 300 for
+bfloat16): the read is bandwidth-bound, and the per-chunk states are over half of its bytes. The backward
+(three kernels: scores, input gradients, output-side gradients) costs about twice the forward's flops plus
+two `L x L` float32 scratch matrices per chunk. It returns the gradients of `Y`, `X`, `E`, `W0`, `S0` and of
+the three coefficient tensors; how the coefficients follow from the rates (`eta`, `log alpha`, `log beta`) is
+an `O(L^2)`-per-chunk torch computation that autograd differentiates.
+
+**Chunk-end state carry** (`carry_state`, same contract as `memory_chunk.final_state`), for the main memory's
+two layers and the generator memories alike: `W' = A W0 + b S0 - (c o E)^T X` and `S' = B S0 - (m o E)^T X` in
+one pass, one program per `[out, in]` tile, each state read and written once (`4 L in out` flops against
+`4 in out` floats: memory-bound). The first pass still walks the chunks in order in torch, since every chunk's
+keys, values, rates and errors depend on the state the previous chunk left; this kernel replaces the eight torch
+operations of each carry with one launch. Its backward (three kernels: state, errors, inputs) returns the
+gradients of `X`, `E`, `W0`, `S0` and of the coefficients.
 
 **Layout.** Token tensors (`Y`, `X`, `E`, their gradients) are 5-D `[batch, heads, chunks, L, dim]` views with
 any strides: a `[batch, time, heads, dim]` tensor seen as `[batch, heads, time, dim]` and unflattened into chunks
@@ -23,11 +33,11 @@ is read in place, without a transpose or a copy. Per-chunk states and coefficien
 `[batch, heads, chunks, ...]` buffers (they are stacked per chunk anyway). Chunks of a call share one length;
 `memory_chunk` calls once per run of equal-length chunks, so any sequence length works.
 
-**Decoding step** (`decode_step`): one program per (batch, head) applies `S = beta S - eta e x^T`,
-`W = alpha W + S` to W2, W1 and the generator memories and reads `q + W1 silu(W2 q)` with the new weights in the
-same pass: each weight is read once and written once (about `2 (2 d m + (2d + 2) d)` floats in and out per head
-and token), which is the whole cost of a step; the error vectors `e` are matrix-vector products at the
-chunk-start state computed beforehand in torch.
+**Decoding step** (`decode_step` for the main memory, `decode_update` for the generators): one program per
+(batch, head) applies `S = beta S - eta e x^T`, `W = alpha W + S` to W2 and W1 and reads `q + W1 silu(W2 q)` with
+the new weights in the same pass; each weight and momentum is read once and written once (`2 (2 d m + (2d + 2) d)`
+floats each way per head and token, generators included), which is the whole cost of a step; the error
+vectors `e` are matrix-vector products at the chunk-start state computed beforehand in torch.
 
 Dtypes: float32 and bfloat16 inputs; products accumulate in float32. Float32 products use TF32 when torch
 allows it for matmuls (`torch.backends.cuda.matmul.allow_tf32`), IEEE otherwise, so the kernels round like torch.

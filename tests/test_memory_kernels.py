@@ -1,9 +1,11 @@
 """The HOPE memory's Triton kernels against the torch chunk path and the token-by-token reference.
 
-On CPU they run under TRITON_INTERPRET=1 at small sizes; on a GPU the same tests run there, and the `slow` ones
-at full sizes. Every comparison is a relative error (Frobenius norm) against a float64 reference computed from the
-same inputs; thresholds per dtype of the kernel's inputs: float32 1e-5 (IEEE products, float32 accumulation),
-bfloat16 3e-2 (bfloat16 operands, about 8 bits of mantissa, float32 accumulation).
+On CPU they run under TRITON_INTERPRET=1 at small sizes; on a GPU the same tests run there, and so do the
+full-size ones (heads of 64 and 128, chunks of 64), which are marked `slow` and skipped on CPU, where the
+interpreter takes minutes each. Every comparison is a relative error (Frobenius norm) against a float64
+reference computed from the same inputs; thresholds per dtype of the kernel's inputs: float32 1e-5 (IEEE
+products, float32 accumulation), bfloat16 3e-2 (bfloat16 operands, about 8 bits of mantissa, float32
+accumulation). Mixer-level gradients, through the whole memory, are held to 10x the float32 threshold.
 """
 
 import copy
@@ -33,6 +35,7 @@ pytestmark = [
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
+gpu_only = pytest.mark.skipif(DEVICE != "cuda", reason="full sizes run on a GPU (minutes each in the interpreter)")
 
 
 @pytest.fixture(autouse=True)
@@ -118,9 +121,10 @@ def test_chunk_read_matches_the_torch_read(dtype, with_momentum, length, din, do
     check_read(dtype, with_momentum, length, din, dout)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("length", "din", "dout"), [(64, 64, 128), (64, 256, 128), (16, 128, 256)], ids=str)
+@pytest.mark.slow
+@gpu_only
 def test_chunk_read_at_full_head_widths(dtype, length, din, dout):
     check_read(dtype, True, length, din, dout)
 
@@ -229,6 +233,7 @@ def test_mixer_with_kernels_and_static_generators():
 
 
 @pytest.mark.slow
+@gpu_only
 @pytest.mark.parametrize(("chunk_size", "head_dim", "length"), FULL_MIXER_CASES, ids=str)
 def test_mixer_with_kernels_at_full_head_widths(chunk_size, head_dim, length):
     check_mixer_against_references(chunk_size, head_dim, length, masked=False)

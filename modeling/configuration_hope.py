@@ -4,7 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 CMS_VARIANTS = ("sequential", "independent")
-MEMORY_IMPLEMENTATIONS = ("chunk", "recurrent")
+MEMORY_IMPLEMENTATIONS = ("auto", "triton", "chunk", "recurrent")
 DEFAULT_CMS_LEVELS = ({"intermediate_size": 4, "period": 1}, {"intermediate_size": 4, "period": 8})
 
 
@@ -35,8 +35,9 @@ class HopeConfig(PreTrainedConfig):
             The default is two levels of width `4 * hidden_size`, updated every step and every 8 steps.
         cms_variant: `"sequential"` (a chain `z <- z + MLP_l(norm(z))`) or `"independent"` (a learnable
             weighted sum of the level outputs).
-        memory_implementation: `"chunk"` (chunk-parallel dual form, the default) or `"recurrent"` (the
-            token-by-token reference, slow but the oracle).
+        memory_implementation: `"auto"` (the default: the Triton kernels of the `triton` extra on CUDA, the torch
+            chunk path elsewhere), `"triton"` (the kernels, an error where they cannot run), `"chunk"` (the torch
+            chunk-parallel dual form) or `"recurrent"` (the token-by-token reference, slow but the oracle).
         rms_norm_eps: Epsilon of every RMSNorm.
         initializer_range: Standard deviation of the normal initialisation of projections and embeddings.
         use_cache: Whether `forward` returns a [`HopeCache`] by default.
@@ -66,7 +67,7 @@ class HopeConfig(PreTrainedConfig):
     self_generated_values: bool = True
     cms_levels: list | None = None
     cms_variant: str = "sequential"
-    memory_implementation: str = "chunk"
+    memory_implementation: str = "auto"
     rms_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     use_cache: bool = True

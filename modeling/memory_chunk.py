@@ -15,6 +15,7 @@ end. The second computes every token's read of the main memory for all chunks of
 token-by-token recurrence in `memory_recurrent.py` is the oracle this file is tested against.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -151,8 +152,18 @@ class SegmentWrites:
     momentum: dict[str, torch.Tensor] | None  # and its momentum (None: zero)
 
 
+ReadFunction = Callable[..., torch.Tensor]  # the signature of `read_updated`
+CarryFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # the signature of `final_state`
+
+
 def chunk_forward(
-    mixer, queries_in: torch.Tensor, generator_in: torch.Tensor, mask: torch.Tensor | None, state: MemoryState
+    mixer,
+    queries_in: torch.Tensor,
+    generator_in: torch.Tensor,
+    mask: torch.Tensor | None,
+    state: MemoryState,
+    read: ReadFunction = read_updated,
+    carry: CarryFunction = final_state,
 ) -> tuple[torch.Tensor, MemoryState]:
     """Run the mixer's memories over `[batch, heads, T, head_dim]` inputs chunk by chunk.
 
@@ -160,6 +171,8 @@ def chunk_forward(
     `[batch, T]` (1 for real tokens, 0 for padding, which never writes). Returns the main memory's outputs
     `[batch, heads, T, head_dim]` and the state after the last token. Everything that does not depend on the
     chunk-start state (queries; with static generators also keys, values and rates) is computed once up front.
+    `read` computes the second pass's reads and `carry` the first pass's chunk-end states: `read_updated` and
+    `final_state` in torch, or the Triton kernels `chunk_read` and `carry_state`.
     """
     total, head_dim, chunk_size = queries_in.shape[2], mixer.head_dim, mixer.chunk_size
     weights, chunk_start = dict(state.weights), dict(state.chunk_start)
@@ -209,7 +222,7 @@ def chunk_forward(
         end_coefficients = EndCoefficients(eta, log_alpha, beta, write)
         old_momentum, momentum = momentum or {}, {}
         for name, (inputs, errors) in writes.items():
-            weights[name], momentum[name] = final_state(
+            weights[name], momentum[name] = carry(
                 weights[name], old_momentum.get(name), end_coefficients, inputs, errors
             )
         position += end - begin
@@ -218,7 +231,7 @@ def chunk_forward(
         begin = end
 
     reads = [
-        _read_segments(list(group), queries)
+        _read_segments(list(group), queries, read)
         for _, group in groupby(segments, key=lambda segment: segment.end - segment.begin)
     ]
     conv = torch.cat([query_tail, kv_tail], dim=-1)
@@ -226,7 +239,7 @@ def chunk_forward(
     return torch.cat(reads, dim=2), new_state
 
 
-def _read_segments(segments: list[SegmentWrites], queries: torch.Tensor) -> torch.Tensor:
+def _read_segments(segments: list[SegmentWrites], queries: torch.Tensor, read: ReadFunction) -> torch.Tensor:
     """Main-memory outputs `q + M(q; W_t)` of consecutive segments of equal length, computed as one batch.
 
     The segments are stacked on a new dimension after the heads; returns `[batch, heads, tokens, head_dim]`.
@@ -255,11 +268,11 @@ def _read_segments(segments: list[SegmentWrites], queries: torch.Tensor) -> torc
             for name in MAIN_MEMORY
         }
     keys = stack([segment.keys for segment in segments])
-    hidden = read_updated(
+    hidden = read(
         starts["w2"], momenta["w2"], coefficients, keys, stack([s.errors_w2 for s in segments]), segment_queries
     )
     activation = stack([segment.activation for segment in segments])
-    read = read_updated(
+    main_read = read(
         starts["w1"], momenta["w1"], coefficients, activation, stack([s.errors_w1 for s in segments]), F.silu(hidden)
     )
-    return (segment_queries + read).flatten(2, 3)
+    return (segment_queries + main_read).flatten(2, 3)

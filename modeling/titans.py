@@ -10,17 +10,50 @@ by DGD with momentum and retention on `||M(k_t) - vhat_t||^2`. The output goes t
 sigmoid gate before `o_proj`.
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .configuration_hope import HopeConfig
 from .memory_chunk import chunk_forward
+from .memory_decode import decode_forward
+from .memory_kernels import KERNEL_DTYPES, carry_state, chunk_read, kernels_usable, triton_available
 from .memory_recurrent import recurrent_forward
 from .memory_state import MemoryState
 from .normalization import HopeRMSNorm
 
 MEMORY_FORWARDS = {"chunk": chunk_forward, "recurrent": recurrent_forward}
+
+
+def memory_forward_for(implementation: str, queries_in: torch.Tensor):
+    """The memory forward that `implementation` selects for these inputs (`[batch, heads, length, head_dim]`).
+
+    `"auto"` takes the Triton kernels on CUDA when Triton is installed and the memories compute in float32 or
+    bfloat16, the torch chunk path otherwise; `"triton"` insists on the kernels. With the kernels, one token
+    without autograd (decoding) takes the fused decoding step, anything else the chunk path with the kernels'
+    reads and chunk-end state carries.
+    """
+    if implementation in MEMORY_FORWARDS:
+        return MEMORY_FORWARDS[implementation]
+    device, dtype = queries_in.device, queries_in.dtype
+    if implementation == "auto":
+        if not (triton_available() and device.type == "cuda" and dtype in KERNEL_DTYPES):
+            return chunk_forward
+    elif implementation != "triton":
+        raise ValueError(
+            f"memory_implementation={implementation!r} is unknown: use 'auto', 'triton', 'chunk' or 'recurrent'."
+        )
+    elif not kernels_usable(device) or dtype not in KERNEL_DTYPES:
+        raise RuntimeError(
+            "memory_implementation='triton' needs Triton (pip install 'hf-hope[triton]'), a CUDA device (or "
+            f"TRITON_INTERPRET=1 on CPU) and memories in float32 or bfloat16; got {dtype} on {device}"
+            f"{'' if triton_available() else ' without Triton'}. Use 'auto' or 'chunk' instead."
+        )
+    if queries_in.shape[2] == 1 and not torch.is_grad_enabled():
+        return decode_forward
+    return partial(chunk_forward, read=chunk_read, carry=carry_state)
 
 
 class SelfModifyingTitans(nn.Module):
@@ -118,7 +151,7 @@ class SelfModifyingTitans(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         state: MemoryState | None = None,
-        implementation: str = "chunk",
+        implementation: str = "auto",
     ) -> tuple[torch.Tensor, MemoryState]:
         """Mix `[batch, length, hidden]` inputs; `attention_mask` is `[batch, length]` with 0 on padding.
 
@@ -135,7 +168,7 @@ class SelfModifyingTitans(nn.Module):
         queries_in = self.q_proj(hidden_states).view(heads_view).transpose(1, 2).to(compute_dtype)
         generator_in = self.in_proj(hidden_states).view(heads_view).transpose(1, 2).to(compute_dtype)
         gate = self.g_proj(hidden_states)
-        memory_forward = MEMORY_FORWARDS[implementation]
+        memory_forward = memory_forward_for(implementation, queries_in)
         read, new_state = memory_forward(self, queries_in, generator_in, attention_mask, state)
         read = self.o_norm(read).to(hidden_states.dtype).transpose(1, 2).reshape(batch, length, -1)
         return self.o_proj(read * torch.sigmoid(gate)), new_state

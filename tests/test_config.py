@@ -60,3 +60,13 @@ def test_invalid_values_name_the_field(overrides, field):
 def test_package_exports_the_model():
     assert hf_hope.HopeConfig.model_type == "hope"
     assert hf_hope.__version__
+
+
+@pytest.mark.parametrize("implementation", ["auto", "triton", "chunk", "recurrent"])
+def test_memory_implementation_round_trips(tmp_path, implementation):
+    assert HopeConfig(vocab_size=10, hidden_size=16, num_heads=2).memory_implementation == "auto"
+    # Checkpoints saved before "auto" existed say "chunk"; they load as saved and keep the torch path.
+    HopeConfig(vocab_size=10, hidden_size=16, num_heads=2, memory_implementation=implementation).save_pretrained(
+        tmp_path
+    )
+    assert AutoConfig.from_pretrained(tmp_path).memory_implementation == implementation

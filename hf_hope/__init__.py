@@ -18,8 +18,10 @@ from .conversion import (
     save_cms_adapter,
     unretrofit,
 )
+from .deep_optimizers import DeepMomentum, DeltaMomentum
 from .level_clock import LevelClock
 from .level_clock_callback import LevelClockCallback
+from .m3 import M3
 from .modeling import (
     CMSLevel,
     ContinuumMemory,
@@ -32,6 +34,7 @@ from .modeling import (
     LevelTag,
     parameter_levels,
 )
+from .newton_schulz import newton_schulz
 from .online_learner import OnlineLearner
 
 __version__ = "0.1.0"
@@ -50,6 +53,8 @@ __all__ = [
     "CMSLevel",
     "ClockedOptimizer",
     "ContinuumMemory",
+    "DeepMomentum",
+    "DeltaMomentum",
     "GatedMLP",
     "HopeCache",
     "HopeConfig",
@@ -59,9 +64,11 @@ __all__ = [
     "LevelClock",
     "LevelClockCallback",
     "LevelTag",
+    "M3",
     "OnlineLearner",
     "convert_gguf",
     "load_cms_adapter",
+    "newton_schulz",
     "parameter_levels",
     "retrofit",
     "save_cms_adapter",

@@ -6,68 +6,26 @@ Eq. 23-24). Equation numbers are the NeurIPS print version's. Every optimizer he
 is `None` entirely (no state change, no step count), as the level clock requires.
 """
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
-from .newton_schulz import MUON, muon_scale, orthogonalize
+from .newton_schulz import MUON, matrix_view, muon_scale, orthogonalize_all
+from .optimizer_base import (
+    AdamWSelector,
+    CheckedOptimizer,
+    MatrixOptimizerWithAdamW,
+    check_common,
+    check_ns,
+    in_unit,
+    is_int,
+    is_number,
+    require,
+)
 
 PRECONDITIONERS = ("none", "adam")
-
-
-def require(name: str, value: Any, ok: bool, allowed: str) -> None:
-    """Raise a ValueError naming a hyperparameter, its value and what is allowed, unless `ok`."""
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}.")
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_common(group: dict[str, Any]) -> None:
-    """Checks shared by every optimizer here: lr, weight_decay, eps."""
-    require("lr", group["lr"], is_number(group["lr"]) and group["lr"] >= 0, "a number >= 0")
-    wd = group["weight_decay"]
-    require("weight_decay", wd, is_number(wd) and wd >= 0, "a number >= 0")
-    if "eps" in group:
-        require("eps", group["eps"], is_number(group["eps"]) and group["eps"] > 0, "a number > 0")
-
-
-def check_ns(group: dict[str, Any]) -> None:
-    steps, coefficients = group["ns_steps"], group["ns_coefficients"]
-    ok_steps = isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps < 100
-    require("ns_steps", steps, ok_steps, "an int in [1, 100)")
-    ok = isinstance(coefficients, tuple | list) and len(coefficients) == 3 and all(map(is_number, coefficients))
-    require("ns_coefficients", coefficients, ok, "three numbers (a, b, c)")
-
-
-def in_unit(value: Any, closed: bool = True) -> bool:
-    return is_number(value) and value >= 0 and (value <= 1 if closed else value < 1)
-
-
-class CheckedOptimizer(torch.optim.Optimizer):
-    """An optimizer whose every param group (defaults, Trainer's groups, later additions) is validated."""
-
-    def check_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self.check_group(self.param_groups[-1])
-
-    @staticmethod
-    def due(group: dict[str, Any]) -> Iterable[torch.Tensor]:
-        """The group's parameters that have a gradient; the others (level clock: not due) are left alone."""
-        return (p for p in group["params"] if has_grad(p))
-
-    def _closure_loss(self, closure: Callable[[], float] | None) -> float | None:
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
 
 
 class DeltaMomentum(CheckedOptimizer):
@@ -78,13 +36,24 @@ class DeltaMomentum(CheckedOptimizer):
 
         m_{i+1} = m_i (alpha I - eta g g^T) - eta P g,        W_{i+1} = W_i + m_{i+1}          (Eq. 22, 21)
 
-    Efficient form: g is the parameter's flattened gradient, so m (alpha I - eta g g^T) = alpha m - eta (m . g) g,
-    O(numel) time and memory, g g^T is never built. Readings of details the paper leaves open:
+    Cost O(size of the parameter), derived. Take g as the parameter's flattened gradient, a column vector of
+    n = numel entries, and m as its flattened momentum read as a row (Eq. 22 multiplies it from the left), so that
+    I and g g^T are n x n. Then, with the scalar <m, g> = sum_k m_k g_k,
+
+        m (alpha I - eta g g^T) = alpha m - eta (m g) g^T = alpha m - eta <m, g> g^T,
+
+    one dot product and two scaled additions: O(n) time and O(n) memory, the n x n matrix is never built (for a
+    32k x 1k embedding it would have 10^15 entries). P is diagonal (identity or Adam's), so P g is
+    elementwise, O(n) too. Reading the matrix parameter as a matrix instead (m, g r x c, decay m (alpha I -
+    eta g^T g), c x c) would be a different, column-mixing operator costing O(r c min(r, c)); the flattened reading
+    is the one whose cost is linear, and the one the test checks against an explicit n x n product.
+    Readings of details the paper leaves open:
     - Eq. 22 writes the decay term without eta; the gradient step on the l2 objective puts eta on both terms,
       as here. Along g the momentum decays by alpha - eta ||g||^2 (stable while eta ||g||^2 < 1 + alpha).
     - P: `"none"` is the identity (Eq. 22 as written); `"adam"` is Adam's diagonal preconditioner
       P = diag(1 / (sqrt(v_hat) + eps)), v = beta2 v + (1 - beta2) g^2, v_hat = v / (1 - beta2^t).
     - `weight_decay` is decoupled (AdamW-style): W <- W (1 - lr * weight_decay) before adding m.
+    Every parameter (matrices and vectors alike) gets this update: it needs no matrix structure.
 
     Args: lr (eta), alpha (momentum retention, [0, 1]), preconditioner, beta2, eps, weight_decay.
     """
@@ -114,7 +83,7 @@ class DeltaMomentum(CheckedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = self._closure_loss(closure)
+        loss = self.closure_loss(closure)
         for group in self.param_groups:
             lr, alpha, adam = group["lr"], group["alpha"], group["preconditioner"] == "adam"
             for p in self.due(group):
@@ -141,34 +110,38 @@ class DeltaMomentum(CheckedOptimizer):
         return loss
 
 
-def silu_grad(z: torch.Tensor) -> torch.Tensor:
-    """d silu(z) / dz = s (1 + z (1 - s)), s = sigmoid(z)."""
-    s = torch.sigmoid(z)
-    return s * (1 + z * (1 - s))
-
-
-class DeepMomentum(CheckedOptimizer):
+class DeepMomentum(MatrixOptimizerWithAdamW):
     """Deep Momentum Gradient Descent (DMGD, Eq. 23), optionally with Newton–Schulz output (Eq. 24).
 
-    Each parameter W (viewed as a matrix U of r rows, 1 row for a vector) has a momentum *memory* m_theta with
-    parameters theta = (M, W1, W2), M shaped like W, W1 (c x h), W2 (h x c):
+    Each matrix parameter W (ndim >= 2, viewed as U-shaped (r, c) = (shape[0], rest)) has a linear momentum M_W,
+    and all the matrix parameters of one shape in a param group share a small MLP memory (W1 (c x h), W2 (h x c)):
+    the momentum memory of a parameter is
 
-        m_theta(U) = M + silu(K W2^T) W1^T,        K = U with each row scaled to unit norm (the keys)
+        m_theta(U) = M_W + tanh(K W2^T) W1^T,        K = U with each row scaled to unit norm (the keys)
 
-    updated by one gradient step on its own inner objective, the dot-product similarity of its output with the
-    gradient (the momentum objective of Eq. 10/18 with the memory in place of the matrix m):
+    and theta is updated by one gradient step on its inner objective, the dot-product similarity of the memory's
+    output with the gradient (the momentum objective of Eq. 10/18, with the memory in place of the matrix m):
 
-        L2(theta; U) = <m_theta(U), U>,    theta_{i+1} = alpha theta_i - eta grad_theta L2(theta_i; U_i)   (Eq. 23)
-        W_{i+1} = W_i + lr * sigma(m_{theta_{i+1}}(U_i))                                            (Eq. 23-24)
+        L2(theta) = sum_W <M_W, U_W> + (1/n) sum_W <tanh(K_W W2^T) W1^T, U_W>,   n = r * (due parameters of the shape)
+        theta_{i+1} = alpha theta_i - eta grad_theta L2(theta_i)                                    (Eq. 23)
+        W_{i+1} = W_i + lr * sigma(m_{theta_{i+1}}(U_W))                                             (Eq. 23-24)
 
-    with grad_M = U, grad_W1 = U^T silu(Z), grad_W2 = ((U W1) * silu'(Z))^T K, Z = K W2^T. With `hidden=0` the
-    memory is the linear M alone: m = alpha m - eta g, i.e. momentum, and with `orthogonalize=True`
-    (sigma = Newton–Schulz, ndim >= 2 parameters only, scaled by Muon's sqrt(max(1, r / c))) it is Muon
-    without Nesterov. Choices the paper leaves open: the inner objective <m(U), U> (the paper's example
-    <m(u^T), 1> does not say how the memory reads u), key normalisation, silu, W1 = 0 at start (the first step is
-    plain momentum), W2 ~ N(0, 1/c) from `seed`, retention alpha on all of theta as Eq. 23 writes, one memory
-    per parameter, an outer `lr` because Newton–Schulz discards the scale, decoupled `weight_decay`.
-    State (M, W1, W2, step) lives in `optimizer.state`.
+    so grad_M_W = U_W, grad_W1 = (1/n) sum_W U_W^T T_W, grad_W2 = (1/n) sum_W ((U_W W1) * (1 - T_W^2))^T K_W with
+    T_W = tanh(K_W W2^T). With `hidden=0` the memory is M alone: M = alpha M - eta g, i.e. momentum, and with
+    `orthogonalize=True` (sigma = Newton–Schulz, scaled by Muon's sqrt(max(1, r / c))) it is Muon without Nesterov.
+
+    Choices the paper leaves open, and why:
+    - tanh (bounded): the dot-product objective is linear in the memory's output, so an unbounded activation
+      (silu) lets the W1-W2 product grow geometrically on large gradients (it overflowed to NaN on an LM head in
+      50 steps); with tanh and alpha < 1 every memory parameter stays bounded for bounded gradients.
+    - The MLP's gradient is the mean over its n keys, not the sum, so that its output is a similarity-weighted
+      average of gradient rows, on M's scale, whatever the number of rows and of parameters sharing it.
+    - W1 = 0 at start (the first step is plain momentum), W2 ~ N(0, 1) from `seed`, retention alpha on all of
+      theta as Eq. 23 writes, an outer `lr` because Newton–Schulz discards the scale, decoupled `weight_decay`.
+    - The MLP learns from the due parameters only; a parameter the level clock skips keeps its M untouched.
+    Parameters with ndim < 2, and those `adamw_params` selects, are updated by AdamW (`adamw_lr`, `adamw_betas`,
+    `adamw_eps`), see `MatrixOptimizerWithAdamW`. State: `optimizer.state[p]` holds M and the step count of each
+    matrix parameter; the shared MLPs live under the keys `"deep_momentum/<group index>/<r>x<c>"`.
     """
 
     def __init__(
@@ -183,6 +156,10 @@ class DeepMomentum(CheckedOptimizer):
         ns_coefficients: tuple[float, float, float] = MUON,
         weight_decay: float = 0.0,
         seed: int = 0,
+        adamw_lr: float = 1e-3,
+        adamw_betas: tuple[float, float] = (0.9, 0.999),
+        adamw_eps: float = 1e-8,
+        adamw_params: AdamWSelector = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -194,77 +171,80 @@ class DeepMomentum(CheckedOptimizer):
             ns_coefficients=tuple(ns_coefficients),
             weight_decay=weight_decay,
             seed=seed,
+            adamw_lr=adamw_lr,
+            adamw_betas=tuple(adamw_betas),
+            adamw_eps=adamw_eps,
         )
-        self.check_group(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, adamw_params)
 
     def check_group(self, group: dict[str, Any]) -> None:
         check_common(group)
         check_ns(group)
+        self.check_adamw(group)
         require("alpha", group["alpha"], in_unit(group["alpha"]), "a number in [0, 1]")
         eta = group["memory_lr"]
         require("memory_lr", eta, is_number(eta) and eta > 0, "a number > 0")
-        hidden = group["hidden"]
-        require("hidden", hidden, isinstance(hidden, int) and not isinstance(hidden, bool) and hidden >= 0, "int >= 0")
+        require("hidden", group["hidden"], is_int(group["hidden"]) and group["hidden"] >= 0, "an int >= 0")
         require("orthogonalize", group["orthogonalize"], isinstance(group["orthogonalize"], bool), "True or False")
-        require("seed", group["seed"], isinstance(group["seed"], int) and not isinstance(group["seed"], bool), "int")
+        require("seed", group["seed"], is_int(group["seed"]), "an int")
 
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any], index: int) -> dict[str, Any]:
-        state = self.state[p]
-        state["step"] = 0
-        state["momentum"] = torch.zeros_like(p)
-        hidden, cols = group["hidden"], p.numel() // rows_of(p)
-        if hidden:
-            generator = torch.Generator().manual_seed(group["seed"] + index)
-            w2 = torch.randn(hidden, cols, generator=generator, dtype=torch.float64) / cols**0.5
-            state["w1"] = torch.zeros(cols, hidden, dtype=p.dtype, device=p.device)
-            state["w2"] = w2.to(dtype=p.dtype, device=p.device)
-        return state
+    def _shared_memory(self, key: str, like: torch.Tensor, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The MLP memory (W1, W2) shared by the group's parameters of `like`'s matrix shape, created on first use."""
+        cols, hidden = like.shape[1], group["hidden"]
+        memory = self.state[key]
+        if not memory:
+            generator = torch.Generator().manual_seed(group["seed"])
+            memory["w1"] = torch.zeros(cols, hidden, dtype=torch.float64)
+            memory["w2"] = torch.randn(hidden, cols, generator=generator, dtype=torch.float64)
+        for name, value in memory.items():  # after load_state_dict, non-parameter state is not moved for us
+            memory[name] = value.to(dtype=like.dtype, device=like.device)
+        return memory
+
+    def _mlp_outputs(self, grads: list[torch.Tensor], key: str, group: dict[str, Any]) -> torch.Tensor:
+        """Update the shared MLP from the stacked gradients `grads` (all of one shape); its outputs on their keys."""
+        u = torch.stack(grads)  # (parameters, r, c)
+        memory = self._shared_memory(key, grads[0], group)
+        w1, w2 = memory["w1"], memory["w2"]
+        keys = u / u.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        features = torch.tanh(keys @ w2.T)
+        n = u.shape[0] * u.shape[1]
+        grad_w1 = torch.einsum("prc,prh->ch", u, features) / n
+        grad_w2 = torch.einsum("prh,prc->hc", (u @ w1) * (1 - features * features), keys) / n
+        alpha, eta = group["alpha"], group["memory_lr"]
+        w1.mul_(alpha).sub_(grad_w1, alpha=eta)
+        w2.mul_(alpha).sub_(grad_w2, alpha=eta)
+        return torch.tanh(keys @ w2.T) @ w1.T
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = self._closure_loss(closure)
-        index = 0
-        for group in self.param_groups:
-            alpha, eta = group["alpha"], group["memory_lr"]
-            for p in group["params"]:
-                index += 1
-                if not has_grad(p):
-                    continue
-                state = self.state[p] or self._init_state(p, group, index)
+        loss = self.closure_loss(closure)
+        for index, group in enumerate(self.param_groups):
+            matrices, others = self.split_due(group)
+            for p in others:
+                self.adamw_step(p, group)
+            outputs = []
+            for p in matrices:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["momentum"] = torch.zeros_like(p)
                 state["step"] += 1
-                u = p.grad.reshape(rows_of(p), -1)
-                if group["hidden"]:
-                    w1, w2 = state["w1"], state["w2"]
-                    keys = u / u.norm(dim=1, keepdim=True).clamp(min=1e-12)
-                    z = keys @ w2.T
-                    grad_w1 = u.T @ F.silu(z)
-                    grad_w2 = ((u @ w1) * silu_grad(z)).T @ keys
-                    w1.mul_(alpha).sub_(grad_w1, alpha=eta)
-                    w2.mul_(alpha).sub_(grad_w2, alpha=eta)
-                state["momentum"].mul_(alpha).sub_(p.grad, alpha=eta)
-                out = state["momentum"]
-                if group["hidden"]:
-                    out = out + (F.silu(keys @ w2.T) @ w1.T).view_as(p)
-                lr = group["lr"]
-                if group["orthogonalize"] and p.ndim >= 2:
-                    out = orthogonalize(out, group["ns_steps"], group["ns_coefficients"])
-                    lr = lr * muon_scale(p.shape)
+                state["momentum"].mul_(group["alpha"]).sub_(p.grad, alpha=group["memory_lr"])
+                outputs.append(matrix_view(state["momentum"]))
+            if group["hidden"]:
+                buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+                for position, out in enumerate(outputs):
+                    buckets[tuple(out.shape)].append(position)
+                for (rows, cols), positions in buckets.items():
+                    grads = [matrix_view(matrices[i].grad) for i in positions]
+                    mlp = self._mlp_outputs(grads, f"deep_momentum/{index}/{rows}x{cols}", group)
+                    for i, extra in zip(positions, mlp.unbind(0), strict=True):
+                        outputs[i] = outputs[i] + extra
+            if group["orthogonalize"]:
+                outputs = orthogonalize_all(outputs, group["ns_steps"], group["ns_coefficients"])
+            for p, out in zip(matrices, outputs, strict=True):
+                lr = group["lr"] * (muon_scale(p.shape) if group["orthogonalize"] else 1.0)
                 if group["weight_decay"]:
                     p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(out, alpha=lr)
+                p.add_(out.view_as(p), alpha=lr)
         return loss
-
-
-def has_grad(p: torch.Tensor) -> bool:
-    """Whether `p` takes part in this step: `.grad is None` means skipped (the level clock's "not due")."""
-    if p.grad is None:
-        return False
-    if p.grad.is_sparse:
-        raise ValueError("Sparse gradients are not supported by the Nested Learning optimizers.")
-    return True
-
-
-def rows_of(p: torch.Tensor) -> int:
-    """Rows of the matrix view of a parameter: shape[0] for ndim >= 2, one row for a vector or scalar."""
-    return p.shape[0] if p.ndim >= 2 else 1

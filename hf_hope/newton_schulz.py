@@ -8,6 +8,8 @@ push every singular value into roughly [0.7, 1.2] instead of converging, which i
 """
 
 import math
+from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 
@@ -18,25 +20,48 @@ CUBIC = (1.5, -0.5, 0.0)
 def newton_schulz(
     matrix: torch.Tensor, steps: int = 5, coefficients: tuple[float, float, float] = MUON
 ) -> torch.Tensor:
-    """Approximately orthogonalise a 2-D `matrix` (its polar factor U V^T) with `steps` Newton–Schulz iterations.
+    """Approximately orthogonalise a 2-D `matrix`, or each matrix of a 3-D stack, with `steps` iterations.
 
-    Runs in the input's dtype; wide orientation (rows <= columns) keeps the Gram matrix the small one.
+    Runs in the input's dtype; wide orientation (rows <= columns) keeps the Gram matrix the small one, and a stack
+    runs as batched matrix products (one call per iteration for all the matrices).
     """
-    if matrix.ndim != 2:
-        raise ValueError(f"newton_schulz expects a 2-D matrix, got shape {tuple(matrix.shape)}.")
+    if matrix.ndim not in (2, 3):
+        raise ValueError(f"newton_schulz expects a matrix or a stack of matrices, got shape {tuple(matrix.shape)}.")
     a, b, c = coefficients
-    transposed = matrix.size(0) > matrix.size(1)
-    x = matrix.T if transposed else matrix
-    x = x / x.norm().clamp(min=1e-7)
+    transposed = matrix.size(-2) > matrix.size(-1)
+    x = matrix.mT if transposed else matrix
+    x = x.unsqueeze(0) if x.ndim == 2 else x
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)
     for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    x = x.squeeze(0) if matrix.ndim == 2 else x
+    return x.mT if transposed else x
+
+
+def matrix_view(tensor: torch.Tensor) -> torch.Tensor:
+    """A parameter-shaped tensor (ndim >= 2) as the matrix (shape[0], rest)."""
+    return tensor.reshape(tensor.shape[0], -1)
 
 
 def orthogonalize(tensor: torch.Tensor, steps: int, coefficients: tuple[float, float, float]) -> torch.Tensor:
     """`newton_schulz` of a parameter-shaped tensor (ndim >= 2) viewed as the matrix (shape[0], rest)."""
-    return newton_schulz(tensor.reshape(tensor.shape[0], -1), steps, coefficients).view_as(tensor)
+    return newton_schulz(matrix_view(tensor), steps, coefficients).view_as(tensor)
+
+
+def orthogonalize_all(
+    tensors: Sequence[torch.Tensor], steps: int, coefficients: tuple[float, float, float]
+) -> list[torch.Tensor]:
+    """`orthogonalize` of each tensor, with the tensors of equal matrix shape stacked into one batched run."""
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    for index, tensor in enumerate(tensors):
+        buckets[(tuple(matrix_view(tensor).shape), tensor.dtype, tensor.device)].append(index)
+    results: list[torch.Tensor | None] = [None] * len(tensors)
+    for indices in buckets.values():
+        stack = torch.stack([matrix_view(tensors[i]) for i in indices])
+        for i, matrix in zip(indices, newton_schulz(stack, steps, coefficients).unbind(0), strict=True):
+            results[i] = matrix.view_as(tensors[i])
+    return results
 
 
 def muon_scale(shape: torch.Size) -> float:

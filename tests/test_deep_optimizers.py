@@ -15,18 +15,18 @@ SHAPES = [(4, 6), (7, 3), (5,)]
 STEPS = 7
 
 
-def make_params(seed: int = 0) -> list[torch.nn.Parameter]:
+def make_params(seed: int = 0, shapes=SHAPES) -> list[torch.nn.Parameter]:
     generator = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(*s, generator=generator, dtype=torch.float64)) for s in SHAPES]
+    return [torch.nn.Parameter(torch.randn(*s, generator=generator, dtype=torch.float64)) for s in shapes]
 
 
-def gradients(seed: int = 1) -> list[list[torch.Tensor]]:
+def gradients(seed: int = 1, shapes=SHAPES) -> list[list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    return [[torch.randn(*s, generator=generator, dtype=torch.float64) for s in SHAPES] for _ in range(STEPS)]
+    return [[torch.randn(*s, generator=generator, dtype=torch.float64) for s in shapes] for _ in range(STEPS)]
 
 
-def run(optimizer_cls, grads, **kwargs) -> list[torch.Tensor]:
-    params = make_params()
+def run(optimizer_cls, grads, shapes=SHAPES, **kwargs) -> list[torch.Tensor]:
+    params = make_params(shapes=shapes)
     optimizer = optimizer_cls(params, **kwargs)
     for step_grads in grads:
         for p, g in zip(params, step_grads, strict=True):
@@ -67,40 +67,70 @@ def test_delta_momentum_matches_eq22_with_explicit_outer_product(preconditioner)
         torch.testing.assert_close(got[index], w, rtol=1e-12, atol=1e-12)
 
 
+DEEP_SHAPES = [(4, 6), (7, 3), (4, 6), (5,)]  # two matrices share one MLP memory; the vector goes to AdamW
+
+
 @pytest.mark.parametrize("orthogonalize", [False, True])
 @pytest.mark.parametrize("hidden", [0, 3])
 def test_deep_momentum_matches_eq23_with_autograd_inner_objective(orthogonalize, hidden):
-    lr, alpha, eta, wd = 0.03, 0.8, 0.5, 0.01
-    grads = gradients()
+    lr, alpha, eta, wd, adamw_lr = 0.03, 0.8, 0.5, 0.01, 0.02
+    grads = gradients(shapes=DEEP_SHAPES)
     kwargs = dict(lr=lr, alpha=alpha, memory_lr=eta, hidden=hidden, orthogonalize=orthogonalize, weight_decay=wd)
-    got = run(DeepMomentum, grads, **kwargs)
-    for index, w in enumerate(make_params()):
-        w = w.detach().clone()
-        rows = w.shape[0] if w.ndim >= 2 else 1
-        cols = w.numel() // rows
-        M = torch.zeros_like(w)
-        W1 = torch.zeros(cols, hidden, dtype=torch.float64)
-        W2 = torch.randn(hidden, cols, generator=torch.Generator().manual_seed(index + 1), dtype=torch.float64)
-        W2 = W2 / cols**0.5
+    got = run(DeepMomentum, grads, shapes=DEEP_SHAPES, adamw_lr=adamw_lr, **kwargs)
+    weights = [w.detach().clone() for w in make_params(shapes=DEEP_SHAPES)[:3]]
+    momenta = [torch.zeros_like(w) for w in weights]
+    mlps = {  # shared per matrix shape: W1 (c x h) = 0, W2 (h x c) ~ N(0, 1) from the seed
+        cols: [
+            torch.zeros(cols, hidden, dtype=torch.float64),
+            torch.randn(hidden, cols, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+        ]
+        for cols in (6, 3)
+    }
 
-        def memory(theta, u):
-            M, W1, W2 = theta
-            keys = u / u.norm(dim=1, keepdim=True)
-            return M + (torch.nn.functional.silu(keys @ W2.T) @ W1.T).view_as(M)
+    def mlp(W1, W2, u):
+        keys = u / u.norm(dim=1, keepdim=True)
+        return torch.tanh(keys @ W2.T) @ W1.T
 
-        for step_grads in grads:
-            g = step_grads[index]
-            u = g.reshape(rows, cols)
-            theta = [x.clone().requires_grad_() for x in (M, W1, W2)]
-            inner = torch.sum(memory(theta, u) * g)  # L2(theta; u) = <m_theta(u), u>
-            grads_theta = torch.autograd.grad(inner, theta)
-            M, W1, W2 = (alpha * x.detach() - eta * d for x, d in zip(theta, grads_theta, strict=True))
-            out = memory((M, W1, W2), u)
+    for step_grads in grads:
+        for cols, members in ((6, [0, 2]), (3, [1])):
+            theta = [x.clone().requires_grad_() for x in mlps[cols]]
+            keys_count = sum(step_grads[i].shape[0] for i in members)
+            inner = sum(torch.sum(mlp(*theta, step_grads[i]) * step_grads[i]) for i in members) / keys_count
+            grads_theta = torch.autograd.grad(inner, theta) if hidden else (0, 0)
+            mlps[cols] = [alpha * x.detach() - eta * d for x, d in zip(theta, grads_theta, strict=True)]
+        for i, w in enumerate(weights):
+            g = step_grads[i]
+            momenta[i] = alpha * momenta[i] - eta * g  # grad of <M, U> with respect to M is U
+            out = momenta[i] + mlp(*mlps[g.shape[1]], g)
             step_lr = lr
-            if orthogonalize and w.ndim >= 2:
+            if orthogonalize:
                 out, step_lr = ns_reference(out, 5, (3.4445, -4.7750, 2.0315)), lr * muon_scale(w.shape)
-            w = w * (1 - lr * wd) + step_lr * out
-        torch.testing.assert_close(got[index], w, rtol=1e-10, atol=1e-10)
+            weights[i] = w * (1 - lr * wd) + step_lr * out
+    for i, w in enumerate(weights):
+        torch.testing.assert_close(got[i], w, rtol=1e-10, atol=1e-10)
+    vector = make_params(shapes=DEEP_SHAPES)[3]
+    reference = torch.optim.AdamW([vector], lr=adamw_lr, weight_decay=wd)
+    for step_grads in grads:
+        vector.grad = step_grads[3].clone()
+        reference.step()
+    torch.testing.assert_close(got[3], vector.detach(), rtol=1e-13, atol=1e-13)
+
+
+def test_deep_momentum_memory_stays_bounded_on_large_gradients():
+    """A gradient 1e3 times larger than usual, every step: the shared MLP must not blow up (silu made it NaN)."""
+    param = torch.nn.Parameter(torch.zeros(16, 8, dtype=torch.float64))
+    optimizer = DeepMomentum([param], lr=0.02, alpha=0.95, memory_lr=1.0, hidden=8)
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.randn(16, 8, generator=generator, dtype=torch.float64)
+    for _ in range(300):
+        param.grad = 1e3 * (direction + 0.1 * torch.randn(16, 8, generator=generator, dtype=torch.float64))
+        optimizer.step()
+    memory = optimizer.state["deep_momentum/0/16x8"]
+    assert torch.isfinite(param).all() and torch.isfinite(memory["w2"]).all()
+    # |grad_W1| <= |U| |tanh(Z)| / n <= |U| sqrt(n h) / n, and retention alpha sums it to at most 1 / (1 - alpha)
+    largest_u = 1e3 * 1.5 * (16 * 8) ** 0.5
+    bound = 1.0 * largest_u * (16 * 8) ** 0.5 / 16 / (1 - 0.95)
+    assert memory["w1"].norm() < bound
 
 
 @pytest.mark.parametrize("accumulation", ["sum", "ema"])

@@ -13,7 +13,8 @@ validation loss (mean over the two domains' validation batches) and its step tim
 model, next to the targets (lower loss than AdamW, step time within 1.3x). `--sweep` repeats every optimizer at its
 learning rate times 1/3, 1 and 3 (the same grid for all, AdamW included) and prints every configuration.
 
-Run: `python benchmarks/bench_optimizers.py` (about 8 minutes on 2 busy cores), `--steps N`, `--sweep`, or `--quick`.
+Run: `python benchmarks/bench_optimizers.py` (one thread; on a busy 2-core machine about 2 minutes per
+optimizer per 100 steps for the Llama, 6 for HOPE), `--steps N`, `--models`, `--optimizers`, `--sweep`, `--quick`.
 """
 
 import argparse
@@ -88,6 +89,9 @@ def llama() -> PreTrainedModel:
     return LlamaForCausalLM(config)
 
 
+MODELS = {"Llama": llama, "HOPE": hope}
+
+
 def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
     """Muon's usual split: 2-D hidden weights; embeddings, lm_head and vectors go to AdamW."""
     return p.ndim == 2 and "embed" not in name and "lm_head" not in name
@@ -115,11 +119,12 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 
 ADAMW_LR = 3e-3
+LITERAL_M3 = "M3-sum"  # Algorithm 1 as written (summed momenta); not in the default run: `--optimizers ... M3-sum`
 # name -> (base learning rate, builder(named parameters, learning rate)); every other setting is the optimizer's
 # default, except the AdamW part of the matrix optimizers, which gets AdamW's learning rate.
 OPTIMIZERS: dict[str, tuple[float, Callable[[Named, float], torch.optim.Optimizer]]] = {
     "AdamW": (ADAMW_LR, lambda named, lr: torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=0.0)),
-    "Muon+AdamW": (0.02, lambda named, lr: MuonWithAdamW(named, lr=lr, adamw_lr=ADAMW_LR)),
+    "Muon": (0.02, lambda named, lr: MuonWithAdamW(named, lr=lr, adamw_lr=ADAMW_LR)),
     "DeltaMomentum": (
         3e-4,
         lambda named, lr: DeltaMomentum([p for _, p in named], lr=lr, preconditioner="adam"),
@@ -129,7 +134,7 @@ OPTIMIZERS: dict[str, tuple[float, Callable[[Named, float], torch.optim.Optimize
         lambda named, lr: DeepMomentum(named, lr=lr, adamw_lr=ADAMW_LR, adamw_params=not_hidden_matrix),
     ),
     "M3": (1e-4, lambda named, lr: M3(named, lr=lr, adamw_lr=ADAMW_LR, adamw_params=not_hidden_matrix)),
-    "M3 (sum, literal)": (
+    LITERAL_M3: (
         1e-4,
         lambda named, lr: M3(named, lr=lr, accumulation="sum", adamw_lr=ADAMW_LR, adamw_params=not_hidden_matrix),
     ),
@@ -189,22 +194,27 @@ def train_lockstep(build: Callable[[], PreTrainedModel], configs: list[tuple[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--sweep", action="store_true", help="every optimizer at lr x 1/3, 1, 3")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    default = [name for name in OPTIMIZERS if name != LITERAL_M3]
+    parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=default)
     parser.add_argument("--quick", action="store_true", help="a few steps, to check that everything runs")
     args = parser.parse_args()
     steps, val_batches = (6, 2) if args.quick else (args.steps, 8)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # on a shared CPU, two threads spin at every barrier: 10-20x slower per step here
     source, tokens = domain_bytes()
     train_data = batches([tokens[d]["train"] for d in DOMAINS], steps, seed=1)
     val_data = batches([tokens[d]["validation"] for d in DOMAINS], val_batches, seed=2)
     sizes = ", ".join(f"{d} {len(tokens[d]['train']):,} / {len(tokens[d]['validation']):,}" for d in DOMAINS)
-    print(f"data: {source}; train / validation bytes: {sizes}")
+    print(f"data: {source}; train / validation bytes: {sizes}", flush=True)
     print(f"{steps} steps of {BATCH}x{SEQ_LEN} bytes (half code, half literature); lockstep timing, median")
     scales = SWEEP if args.sweep else (1.0,)
-    configs = [(name, base * scale) for name, (base, _) in OPTIMIZERS.items() for scale in scales]
-    print(f"{'model':<6} {'optimizer':<18} {'lr':>8} {'val loss':>9} {'vs AdamW':>9} {'s/step':>7} {'time ratio':>10}")
-    for model_name, build in (("HOPE", hope), ("Llama", llama)):
+    names = ["AdamW", *(name for name in args.optimizers if name != "AdamW")]  # AdamW: the baseline of the ratios
+    configs = [(name, OPTIMIZERS[name][0] * scale) for name in names for scale in scales]
+    print(f"{'model':<6} {'optimizer':<14} {'lr':>8} {'val loss':>9} {'vs AdamW':>9} {'s/step':>7} {'time ratio':>10}")
+    for model_name in args.models:
+        build = MODELS[model_name]
         runs = train_lockstep(build, configs, train_data)
         losses = [float("nan") if run.diverged else validation_loss(run.model, val_data) for run in runs]
         base = next(i for i, run in enumerate(runs) if run.name == "AdamW" and run.lr == ADAMW_LR)
@@ -213,7 +223,7 @@ def main() -> None:
             ratio = run.step_time() / runs[base].step_time()
             flag = "ok" if ratio <= TIME_TARGET else f"> {TIME_TARGET}"
             print(
-                f"{model_name:<6} {run.name:<18} {run.lr:>8.2g} {loss:>9.4f} {verdict:>9} {run.step_time():>7.3f} "
+                f"{model_name:<6} {run.name:<14} {run.lr:>8.2g} {loss:>9.4f} {verdict:>9} {run.step_time():>7.3f} "
                 f"{ratio:>7.2f}x {flag}",
                 flush=True,
             )

@@ -31,10 +31,14 @@ class M3(MatrixOptimizerWithAdamW):
                                                 O2 = NewtonSchulz_T(M2), used by the next f steps (O2 = 0 before)
 
     Readings of details the paper leaves open:
-    - `accumulation="sum"` is Algorithm 1 as written: nothing is ever forgotten, so M1 and M2 turn into the sum of
-      all past gradients and V into their total energy, and the step shrinks like 1 / sqrt(t). `"ema"` (the
-      default, because it trains markedly better: see the README's optimizer benchmark) reads each "X + beta y" as
-      Eq. 17-style retention, X <- beta X + (1 - beta) y, and divides V by (1 - beta2^t) like Adam.
+    - `accumulation="sum"` is Algorithm 1 as written: nothing is ever forgotten, so M1 and M2 become the sum of
+      all past gradients and V their total energy, and the step shrinks like 1 / sqrt(t). `"ema"` (the default,
+      chosen because it forgets old gradients; the benchmark's 50-step runs found the literal sum as good or
+      better, so this choice is open) reads each "X + beta y" as Eq. 17-style retention,
+      X <- beta X + (1 - beta) y, and divides V by (1 - beta2^t) like Adam.
+    - Newton–Schulz output has a fixed scale while sqrt(V) follows the gradient's, so the step grows like
+      1 / |g| where gradients are small (e.g. a slow level's averaged gradient): `eps` bounds it, and `lr` has to
+      be far below Adam's (1e-4 in the benchmark).
     - The denominator is sqrt(V + eps) as the algorithm's fraction reads (Adam writes sqrt(V) + eps).
     - The step count is per parameter: a parameter the level clock skips (grad None) neither moves nor counts,
       so its slow memory refreshes after f of *its own* updates.

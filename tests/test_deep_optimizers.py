@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Trainer
 
-from hf_hope import M3, DeepMomentum, DeltaMomentum, newton_schulz
+from hf_hope import M3, DeepMomentum, DeltaMomentum, LevelClockCallback, newton_schulz
 from hf_hope.newton_schulz import CUBIC, muon_scale
 
 from .helpers import RepeatedBatch, tiny_model, training_arguments
@@ -280,25 +280,33 @@ def test_bad_value_in_a_param_group_is_refused():
 
 TRAINER_OPTIMIZERS = [
     (DeltaMomentum, {"lr": 3e-3, "preconditioner": "adam"}),
-    (DeepMomentum, {"lr": 0.02}),
-    (M3, {"lr": 2e-3, "f": 4, "adamw_lr": 1e-2}),
+    (DeepMomentum, {"lr": 0.02, "adamw_lr": 1e-2}),
+    (M3, {"lr": 3e-4, "f": 4, "eps": 1e-4, "adamw_lr": 1e-2}),  # eps bounds steps where |g| is tiny
 ]
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), TRAINER_OPTIMIZERS, ids=lambda x: getattr(x, "__name__", ""))
-def test_trainer_smoke_loss_decreases(cls, kwargs, tmp_path):
+def test_trainer_with_level_clock_trains_and_steps_slow_level_on_its_period(cls, kwargs, tmp_path):
     model = tiny_model(dtype=torch.float32).train()
+    if cls is not DeltaMomentum:  # Trainer passes no names: select the embedding and the head by identity
+        tied = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+        kwargs = {**kwargs, "adamw_params": lambda name, p: id(p) in tied}
     sequences = torch.randint(2, 97, (4, 16), generator=torch.Generator().manual_seed(0))
     trainer = Trainer(
         model=model,
         args=training_arguments(tmp_path, max_steps=20),
         train_dataset=RepeatedBatch(sequences, repeats=20),
         optimizer_cls_and_kwargs=(cls, kwargs),
+        callbacks=[LevelClockCallback()],
     )
     trainer.train()
-    assert isinstance(
-        trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer, cls
-    )
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert isinstance(optimizer, cls)
+    slow = model.model.layers[0].cms.levels[1].mlp.up_proj.weight  # period 4: due at steps 4, 8, ..., 20
+    fast = model.model.layers[0].cms.levels[0].mlp.up_proj.weight
+    assert optimizer.state[slow]["step"] == 5 and optimizer.state[fast]["step"] == 20
+    if cls is not DeltaMomentum:
+        assert optimizer.uses_adamw(model.get_input_embeddings().weight) and not optimizer.uses_adamw(fast)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3

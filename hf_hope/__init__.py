@@ -19,8 +19,10 @@ from .conversion import (
     save_cms_adapter,
     unretrofit,
 )
+from .deep_optimizers import DeepMomentum, DeltaMomentum
 from .level_clock import LevelClock
 from .level_clock_callback import LevelClockCallback
+from .m3 import M3
 from .modeling import (
     CMSLevel,
     ContinuumMemory,
@@ -33,6 +35,7 @@ from .modeling import (
     LevelTag,
     parameter_levels,
 )
+from .newton_schulz import newton_schulz
 from .online_learner import OnlineLearner
 
 __version__ = "0.1.0"
@@ -51,6 +54,8 @@ __all__ = [
     "CMSLevel",
     "ClockedOptimizer",
     "ContinuumMemory",
+    "DeepMomentum",
+    "DeltaMomentum",
     "GatedMLP",
     "HopeCache",
     "HopeConfig",
@@ -60,10 +65,12 @@ __all__ = [
     "LevelClock",
     "LevelClockCallback",
     "LevelTag",
+    "M3",
     "OnlineLearner",
     "consolidate_levels",
     "convert_gguf",
     "load_cms_adapter",
+    "newton_schulz",
     "parameter_levels",
     "retrofit",
     "save_cms_adapter",

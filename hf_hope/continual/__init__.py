@@ -1,9 +1,11 @@
 """Continual fine-tuning of causal LMs: strategies (full, LoRA, CMS adapter, joint), the resumable runner and R.
 
 `run_continual(model_factory, tasks, settings, run_dir, tokenizer=...)` trains on a stream of language-modelling
-tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`.
+tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`; with
+`classification=ClassificationSettings(label_names=...)` the tasks are labelled and R is the accuracy.
 """
 
+from .classification import ClassificationSettings, answer_log_likelihoods
 from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
 from .evaluation import perplexity
 from .runner import run_continual
@@ -13,7 +15,9 @@ from .strategies import attention_projections, load_task_model, prepare_model, s
 __all__ = [
     "STRATEGIES",
     "BlockDataset",
+    "ClassificationSettings",
     "ContinualSettings",
+    "answer_log_likelihoods",
     "attention_projections",
     "group_blocks",
     "load_task_model",

@@ -18,6 +18,7 @@ from hf_hope.continual import (
 )
 from hf_hope.continual.classification import AnswerOnlyDataset, pad_batch, task_examples
 from hf_hope.data import intent_names, load_clinc
+from hf_hope.data.sources import excerpt_path, read_clinc
 
 from .helpers import tiny_family_model
 from .test_continual_runner import CountTrainings, char_ids
@@ -121,6 +122,22 @@ def test_capped_evaluation_takes_examples_from_every_label_in_turn():
     config = ClassificationSettings(label_names=["x", "y", "z"])
     capped = task_examples("t", data, "validation", char_ids, config, max_examples=4)
     assert [example.prompt_ids[len("Utterance: ")] for example in capped] == [ord(c) for c in "adfb"]
+
+
+def test_clinc_intent_names_are_indexed_by_intent_id():
+    names, raw = intent_names(), intent_names(readable=False)
+    assert len(names) == 151 and len(set(names)) == 151
+    assert (raw[0], names[0], names[42], names[150]) == (
+        "restaurant_reviews",
+        "restaurant reviews",
+        "oos",
+        "change volume",
+    )
+    first_text = {}
+    for row in read_clinc(excerpt_path("clinc")):
+        first_text.setdefault(int(row["label"]), row["text"])
+    assert first_text[0] == "do people like the donuts at tgi"  # intent 0 is restaurant reviews
+    assert "nutritional" in first_text[1] and names[1] == "nutrition info"
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

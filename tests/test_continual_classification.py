@@ -16,7 +16,7 @@ from hf_hope.continual import (
     prepare_model,
     run_continual,
 )
-from hf_hope.continual.classification import AnswerOnlyDataset, pad_batch, task_examples
+from hf_hope.continual.classification import AnswerOnlyDataset, check_prefix_free, pad_batch, task_examples
 from hf_hope.data import intent_names, load_clinc
 from hf_hope.data.sources import excerpt_path, read_clinc
 
@@ -216,6 +216,25 @@ def test_labels_without_a_name_or_column_are_clear_errors(clinc_tasks, tmp_path)
         )
     with pytest.raises(ValueError, match=r"\{text\}"):
         classification(prompt_template="no field")
+
+
+def test_answers_that_start_one_another_are_refused(clinc_tasks, tmp_path):
+    names = intent_names()
+    first, second = (clinc_tasks[0][1]["train"]["label"][index] for index in (0, -1))
+    names[first], names[second] = "pto request", "pto request status"
+    with pytest.raises(ValueError, match="'pto request' and 'pto request status'.*end answer_template"):
+        run_continual(
+            factory,
+            clinc_tasks,
+            settings("full"),
+            tmp_path,
+            tokenizer=char_ids,
+            classification=classification(label_names=names, answer_template=" {label}"),
+        )
+    separated = [char_ids(f" {name}\n") for name in ("pto request", "pto request status", "pto")]
+    check_prefix_free(separated, ["a", "b", "c"])  # the default newline separates them
+    with pytest.raises(ValueError, match="'b' and 'a'"):
+        check_prefix_free([[1, 2, 10], [1, 2], [1, 3]], ["a", "b", "c"])
 
 
 def test_an_interrupted_classification_run_resumes_and_gives_the_same_matrix(clinc_tasks, tmp_path):

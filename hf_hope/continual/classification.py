@@ -23,6 +23,7 @@ last position, the last one needs no input of its own).
 import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -217,6 +218,17 @@ def _log_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.float64).log_softmax(-1)
 
 
+def check_prefix_free(answers: Sequence[Sequence[int]], names: Sequence[str]) -> None:
+    """Refuse candidate answers of which one equals or starts another: their summed scores would not compare."""
+    ordered = sorted(zip((tuple(answer) for answer in answers), names, strict=True))
+    for (shorter, first), (longer, second) in pairwise(ordered):
+        if longer[: len(shorter)] == shorter:  # sorted: a prefix is followed by the answers it starts
+            raise ValueError(
+                f"The answers of labels {first!r} and {second!r} tokenize so that the first equals or starts the "
+                "second. Give the labels distinct names and end answer_template with a separator (e.g. a newline)."
+            )
+
+
 class ClassificationStream:
     """The tasks of a labelled stream, tokenized: training datasets, and accuracy over all the stream's labels."""
 
@@ -238,6 +250,7 @@ class ClassificationStream:
         ]
         self.labels = sorted({example.label for examples in self.train + self.validation for example in examples})
         self.answers = [answer_ids(label, tokenizer, settings) for label in self.labels]
+        check_prefix_free(self.answers, [settings.label_names[label] for label in self.labels])
         self.batch_size = settings.candidate_batch_size
 
     def train_dataset(self, indices: Sequence[int]) -> Dataset:

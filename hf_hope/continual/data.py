@@ -4,10 +4,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 from datasets import DatasetDict
+from torch import nn
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .evaluation import perplexity
+
 Tokenizer = PreTrainedTokenizerBase | Callable[[str], Sequence[int]]
+Tasks = Sequence[tuple[str, DatasetDict]]
 
 
 def tokenize_texts(texts: Sequence[str], tokenizer: Tokenizer) -> list[int]:
@@ -17,7 +21,7 @@ def tokenize_texts(texts: Sequence[str], tokenizer: Tokenizer) -> list[int]:
     maps one text to a list of token ids.
     """
     if isinstance(tokenizer, PreTrainedTokenizerBase):
-        encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         separator = tokenizer.eos_token_id
     else:
         encoded = [list(tokenizer(text)) for text in texts]
@@ -72,3 +76,41 @@ class BlockDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         block = self.blocks[index]
         return {"input_ids": block, "labels": block}
+
+
+class LanguageModellingStream:
+    """The tasks of a language-modelling stream as blocks: training datasets, and perplexity per task."""
+
+    metric = "perplexity"
+    higher_is_better = False
+    collator = None
+
+    def __init__(
+        self,
+        tasks: Tasks,
+        tokenizer: Tokenizer,
+        block_size: int,
+        batch_size: int,
+        max_eval_blocks: int | None,
+        eval_batch_size: int,
+    ) -> None:
+        self.train = [task_blocks(name, data, "train", tokenizer, block_size) for name, data in tasks]
+        self.validation = [
+            task_blocks(name, data, "validation", tokenizer, block_size, max_eval_blocks) for name, data in tasks
+        ]
+        for (name, _), blocks in zip(tasks, self.train, strict=True):
+            if len(blocks) < batch_size:
+                raise ValueError(
+                    f"Task {name!r} has {len(blocks)} training blocks of {block_size} tokens, fewer than one "
+                    f"batch of {batch_size}. Lower batch_size or block_size, or give it more text."
+                )
+        self.block_size, self.eval_batch_size = block_size, eval_batch_size
+
+    def train_dataset(self, indices: Sequence[int]) -> Dataset:
+        return BlockDataset(torch.cat([self.train[index] for index in indices]))
+
+    def budget(self, steps: int, batch_size: int) -> dict[str, int]:
+        return {"train_tokens": steps * batch_size * self.block_size}
+
+    def evaluate(self, model: nn.Module, device: torch.device | str) -> list[float]:
+        return [perplexity(model, blocks, self.eval_batch_size, device) for blocks in self.validation]

@@ -14,13 +14,18 @@ same total budget); its one row of perplexities is repeated for every task so th
 After each task the model (or LoRA adapter) is saved in `run_dir/task_<i>` and the progress in
 `run_dir/progress.json`, both atomically, so a run that stops resumes at the first unfinished task when started
 again with the same `run_dir`, settings and tasks, without retraining or losing a finished one.
+
+With `classification=ClassificationSettings(label_names=...)` the tasks are labelled (`text` and `label` columns)
+and learnt as text generation (`hf_hope.continual.classification`): a step is `batch_size` examples, the loss is on
+the answer tokens only, and `R[i][j]` is the accuracy on task j's validation examples, predicting among every label
+of the stream (higher is better; `results["metric"] == "accuracy"`).
 """
 
 import json
 import math
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,11 +33,12 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from torch.utils.data import Dataset
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..metrics import continual_learning_summary
-from .data import BlockDataset, Tokenizer, task_blocks
-from .evaluation import perplexity
+from .classification import ClassificationSettings, ClassificationStream
+from .data import LanguageModellingStream, Tokenizer
 from .run_folder import (
     MATRIX_NAME,
     PROGRESS_NAME,
@@ -66,17 +72,20 @@ def run_continual(
     *,
     tokenizer: Tokenizer,
     callbacks: Sequence[TrainerCallback] = (),
+    classification: ClassificationSettings | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the continual fine-tuning of `model_factory()` on `tasks` in order; returns the results.
 
     Args:
         model_factory: returns the base causal LM, the same one on every call (e.g. a `from_pretrained` closure).
         tasks: `(name, DatasetDict)` pairs in stream order (or a mapping), each with `train` and `validation`
-            splits holding a `text` column, e.g. `hf_hope.data.load_domains()`.
+            splits holding a `text` column, e.g. `hf_hope.data.load_domains()` (and a `label` column for
+            classification, e.g. `hf_hope.data.load_clinc()`).
         settings: the run's `ContinualSettings`; `settings.strategy` picks full, lora, cms or joint.
         run_dir: where progress, task models, `results.json` and `matrix.csv` go.
         tokenizer: a `transformers` tokenizer, or a callable mapping a text to token ids.
         callbacks: extra `TrainerCallback`s added to every task's `Trainer`.
+        classification: for labelled tasks, how labels become text and are scored; None: language modelling.
     """
     run_dir = Path(run_dir)
     task_list = list(tasks.items()) if isinstance(tasks, Mapping) else [tuple(task) for task in tasks]
@@ -84,25 +93,17 @@ def run_continual(
     if len(names) < 2 or len(set(names)) != len(names):
         raise ValueError(f"Give at least two tasks with distinct names; got {names}.")
     settings_dict = json.loads(json.dumps(settings.to_dict()))
+    if classification is not None:
+        settings_dict["classification"] = classification.identity()
     progress = start_or_resume(run_dir, settings_dict, names)
     if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == _num_units(settings, names):
         return json.loads((run_dir / RESULTS_NAME).read_text())
 
-    train = [task_blocks(name, data, "train", tokenizer, settings.block_size) for name, data in task_list]
-    validation = [
-        task_blocks(name, data, "validation", tokenizer, settings.block_size, settings.max_eval_blocks)
-        for name, data in task_list
-    ]
-    for name, blocks in zip(names, train, strict=True):
-        if len(blocks) < settings.batch_size:
-            raise ValueError(
-                f"Task {name!r} has {len(blocks)} training blocks of {settings.block_size} tokens, fewer than one "
-                f"batch of {settings.batch_size}. Lower batch_size or block_size, or give it more text."
-            )
+    stream = _stream(task_list, tokenizer, settings, classification)
     device = torch.device("cuda" if torch.cuda.is_available() and not settings.use_cpu else "cpu")
 
     def evaluate_all(model: nn.Module) -> list[float]:
-        return [perplexity(model, blocks, settings.eval_batch_size, device) for blocks in validation]
+        return stream.evaluate(model, device)
 
     done = len(progress["rows"])
     set_seed(settings.seed)
@@ -121,11 +122,13 @@ def run_continual(
     units = _num_units(settings, names)
     for index in range(done, units):
         if settings.strategy == "joint":
-            blocks, steps, trained = torch.cat(train), settings.steps_per_task * len(names), "all tasks"
+            indices, steps, trained = list(range(len(names))), settings.steps_per_task * len(names), "all tasks"
         else:
-            blocks, steps, trained = train[index], settings.steps_per_task, names[index]
+            indices, steps, trained = [index], settings.steps_per_task, names[index]
         started = time.perf_counter()
-        model = finish_task(_train(model, blocks, steps, settings, settings.seed + index, run_dir, callbacks), settings)
+        dataset = stream.train_dataset(indices)
+        model = _train(model, dataset, stream.collator, steps, settings, settings.seed + index, run_dir, callbacks)
+        model = finish_task(model, settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         row = evaluate_all(model)
@@ -137,13 +140,26 @@ def run_continual(
                 "task": trained,
                 "train_seconds": train_seconds,
                 "eval_seconds": eval_seconds,
-                "train_tokens": steps * settings.batch_size * settings.block_size,
+                **stream.budget(steps, settings.batch_size),
             }
         )
         write_json(run_dir / PROGRESS_NAME, progress)
         if not settings.keep_task_models and index > 0:
             shutil.rmtree(task_dir(run_dir, index - 1), ignore_errors=True)
-    return _finish(run_dir, progress, settings, names)
+    return _finish(run_dir, progress, settings, names, stream.metric, stream.higher_is_better)
+
+
+def _stream(
+    tasks: list[tuple[str, DatasetDict]],
+    tokenizer: Tokenizer,
+    settings: ContinualSettings,
+    classification: ClassificationSettings | None,
+) -> LanguageModellingStream | ClassificationStream:
+    if classification is not None:
+        return ClassificationStream(tasks, tokenizer, classification, settings.batch_size)
+    return LanguageModellingStream(
+        tasks, tokenizer, settings.block_size, settings.batch_size, settings.max_eval_blocks, settings.eval_batch_size
+    )
 
 
 def _num_units(settings: ContinualSettings, names: list[str]) -> int:
@@ -152,7 +168,8 @@ def _num_units(settings: ContinualSettings, names: list[str]) -> int:
 
 def _train(
     model: nn.Module,
-    blocks: torch.Tensor,
+    dataset: Dataset,
+    collator: Callable | None,
     steps: int,
     settings: ContinualSettings,
     seed: int,
@@ -181,26 +198,35 @@ def _train(
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=BlockDataset(blocks),
+        train_dataset=dataset,
+        data_collator=collator,
         callbacks=[*strategy_callbacks(settings), *callbacks],
         optimizers=(build_optimizer(model, settings), None),
     )
+    trainer.remove_callback(PrinterCallback)  # the logs stay in trainer.state.log_history, not on the console
     trainer.train()
     return trainer.model
 
 
-def _finish(run_dir: Path, progress: dict[str, Any], settings: ContinualSettings, names: list[str]) -> dict[str, Any]:
+def _finish(
+    run_dir: Path,
+    progress: dict[str, Any],
+    settings: ContinualSettings,
+    names: list[str],
+    metric: str,
+    higher_is_better: bool,
+) -> dict[str, Any]:
     rows = progress["rows"]
     matrix = [rows[0]] * len(names) if settings.strategy == "joint" else rows
     if not all(math.isfinite(value) for row in matrix for value in row):
-        raise ValueError(f"The perplexity matrix has non-finite entries (training diverged?): {matrix}.")
+        raise ValueError(f"The {metric} matrix has non-finite entries (training diverged?): {matrix}.")
     results = {
         **progress,
         "strategy": settings.strategy,
-        "metric": "perplexity",
+        "metric": metric,
         "matrix": matrix,
         "joint_row_repeated": settings.strategy == "joint",
-        "summary": continual_learning_summary(matrix, higher_is_better=False, initial=progress["initial"]),
+        "summary": continual_learning_summary(matrix, higher_is_better=higher_is_better, initial=progress["initial"]),
     }
     write_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))
     write_json(run_dir / RESULTS_NAME, results)

@@ -9,7 +9,7 @@ Both read the cache written by `prepare_data` (`hf-hope prepare-data`) and prepa
 `excerpts=True` builds them from the small excerpts shipped in the package instead of the full sources.
 """
 
-from .clinc import assign_tasks, build_clinc_tasks
+from .clinc import assign_tasks, build_clinc_tasks, intent_names
 from .domains import DOMAINS, Document, DomainSizes, build_domain, build_domain_stream, split_documents
 from .prepare import (
     DataPreparationSettings,
@@ -35,6 +35,7 @@ __all__ = [
     "build_domain",
     "build_domain_stream",
     "clinc_task_intents",
+    "intent_names",
     "load_clinc",
     "load_domains",
     "prepare_clinc",

@@ -5,16 +5,31 @@ ids, 42 being out-of-scope, which is left out). The intents are shuffled by `ran
 Python version) and cut into consecutive groups. Validation rows are the csv's own `valid` split; a validation row
 whose text also occurs in training is dropped, so the splits share no text. Each task is a `DatasetDict` with `train`
 and `validation` splits of `text` and `label` (the original intent id, so labels are global across tasks).
+`intent_names()` gives the name of every id (e.g. 0 `restaurant reviews`), for classification as text generation.
 """
 
 import random
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Value
 
 OUT_OF_SCOPE_LABEL = 42  # `oos` in clinc_oos
 CLINC_FEATURES = Features({"text": Value("string"), "label": Value("int64")})
 CSV_SPLITS = {"train": "train", "valid": "validation"}
+INTENT_NAMES_PATH = Path(__file__).parent / "excerpts" / "clinc" / "intent-names.txt"
+NUM_INTENTS = 151  # 150 in-scope intents and oos
+
+
+def intent_names(readable: bool = True) -> list[str]:
+    """The `clinc_oos` intent names indexed by intent id (151, `oos` at 42); `readable` turns `_` into spaces.
+
+    The CLINC csv holds only the ids; the names ship in `excerpts/clinc/intent-names.txt` (see LICENSES.md).
+    """
+    names = INTENT_NAMES_PATH.read_text(encoding="utf-8").split()
+    if len(names) != NUM_INTENTS or names[OUT_OF_SCOPE_LABEL] != "oos":
+        raise ValueError(f"{INTENT_NAMES_PATH} is damaged: expected {NUM_INTENTS} names with oos at line 42.")
+    return [name.replace("_", " ") for name in names] if readable else names
 
 
 def intent_labels(rows: Iterable[dict[str, str]]) -> list[int]:

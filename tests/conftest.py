@@ -44,3 +44,12 @@ def smollm2_dir(tmp_path_factory):
     except (ImportError, FileNotFoundError) as error:
         pytest.skip(str(error))
     return convert_gguf(gguf_path, tmp_path_factory.mktemp("smollm2") / "model")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: threads only contend for the shared cores (several times faster with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,12 +19,7 @@ QUICK_TINY = ["--quick", "--use_cpu", "--steps_per_task", "2", "--learning_rate"
 QUICK_TINY += ["--cms_periods", "2", "1", "--cms_width", "16", "--block_size", "32"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from hf_hope.data.sources import excerpt_path, read_clinc
 from .helpers import tiny_family_model
 from .test_continual_runner import CountTrainings, char_ids
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: threads only contend for the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

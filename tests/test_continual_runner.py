@@ -63,13 +63,7 @@ class CountTrainings(TrainerCallback):
             raise RuntimeError("simulated interruption")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: threads only contend for the shared cores (about 7x faster with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

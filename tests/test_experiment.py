@@ -5,7 +5,6 @@ import json
 import struct
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
 from transformers.testing_utils import CaptureLogger
 
@@ -15,13 +14,7 @@ from hf_hope.data import load_domains
 
 from .test_continual_runner import CountTrainings, char_ids, factory, settings
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

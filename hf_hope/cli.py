@@ -33,7 +33,7 @@ COMMANDS = {
     "demo": Command(
         (DemoSettings,),
         run_demo,
-        "teach SmolLM2-135M code, news, then literature: full fine-tuning vs the CMS adapter (~13 min on a CPU)",
+        "teach SmolLM2-135M code, news, then literature: full fine-tuning vs the CMS adapter (~10 min on a CPU)",
         "Continual fine-tuning of the packaged SmolLM2-135M on the code -> news -> literature stream with full "
         "fine-tuning and with the CMS adapter driven by the level clock, on the same token budget. Prints each "
         "strategy's forgetting and final perplexities and writes the run folder (results, matrices, plots, model "

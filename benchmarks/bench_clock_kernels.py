@@ -12,30 +12,16 @@ Run: `python benchmarks/bench_clock_kernels.py` (default 100M parameters).
 """
 
 import argparse
-import statistics
 from collections.abc import Callable
 
 import torch
+from cuda_timing import cuda_seconds  # sibling module: benchmarks run as scripts
 from torch import nn
 
 from hf_hope import clock_kernels
 from hf_hope.level_buffer import LevelBuffer
 
 KERNEL_TARGET_FRACTION = 0.8
-
-
-def cuda_seconds(run: Callable[[], None], repeats: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def level_shapes(total: int, hidden: int = 4096) -> list[tuple[int, ...]]:
@@ -63,7 +49,7 @@ def main() -> None:
     reference = LevelBuffer(parameters, implementation="torch")
 
     source, target = torch.randn(numel, device="cuda"), torch.empty(numel, device="cuda")
-    copy_seconds = cuda_seconds(lambda: target.copy_(source), args.repeats)
+    copy_seconds = cuda_seconds(lambda: target.copy_(source), 3, args.repeats)
     copy_bandwidth = 8 * numel / copy_seconds
 
     def accumulate(due: bool) -> Callable[[], None]:
@@ -79,9 +65,9 @@ def main() -> None:
 
     rows = {
         "copy (reference bandwidth)": (copy_seconds, 8 * numel),
-        "Triton accumulate": (cuda_seconds(accumulate(False), args.repeats), 12 * numel),
-        "Triton accumulate + due write-back": (cuda_seconds(accumulate(True), args.repeats), 16 * numel),
-        "torch._foreach_add_": (cuda_seconds(foreach, args.repeats), 12 * numel),
+        "Triton accumulate": (cuda_seconds(accumulate(False), 3, args.repeats), 12 * numel),
+        "Triton accumulate + due write-back": (cuda_seconds(accumulate(True), 3, args.repeats), 16 * numel),
+        "torch._foreach_add_": (cuda_seconds(foreach, 3, args.repeats), 12 * numel),
     }
     print(
         f"\nLevel of {numel / 1e6:.0f}M float32 parameters in {len(parameters)} tensors, {torch.cuda.get_device_name()}"

@@ -14,11 +14,11 @@ Run: `python benchmarks/bench_hope_kernels.py` (a minute or two on an H100) or `
 """
 
 import argparse
-import statistics
 from collections.abc import Callable
 from functools import partial
 
 import torch
+from cuda_timing import cuda_seconds  # sibling module: benchmarks run as scripts
 from transformers import AutoModelForCausalLM
 
 from hf_hope import HopeConfig
@@ -40,20 +40,6 @@ PEAKS = {
 def device_peaks() -> tuple[float, float, float, float] | None:
     name = torch.cuda.get_device_name()
     return next((peaks for family, peaks in PEAKS.items() if family in name), None)
-
-
-def cuda_seconds(run: Callable[[], None], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def guarded(run: Callable[[], str]) -> str:

@@ -14,11 +14,11 @@ Run: `python benchmarks/bench_hope_vs_llama_long.py` (several minutes on an H100
 
 import argparse
 import importlib.util
-import statistics
 from collections.abc import Callable
 from functools import partial
 
 import torch
+from cuda_timing import cuda_seconds  # sibling module: benchmarks run as scripts
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from hf_hope import HopeConfig
@@ -56,20 +56,6 @@ def build_models(max_positions: int) -> dict[str, PreTrainedModel]:
     hope = AutoModelForCausalLM.from_config(hope_config, dtype=torch.bfloat16).to(DEVICE)
     llama = AutoModelForCausalLM.from_config(llama_config, attn_implementation=attention, dtype=torch.bfloat16)
     return {"HOPE": hope, "Llama": llama.to(DEVICE)}
-
-
-def cuda_seconds(run: Callable[[], None], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def measured(run: Callable[[], float]) -> tuple[float | None, float | None]:

@@ -26,27 +26,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_hope  # noqa: F401  (registers the CMS model classes, so retrofitted task models reload)
 from hf_hope.continual import STRATEGIES, ClassificationSettings, ContinualSettings, run_continual
-from hf_hope.conversion.gguf import convert_gguf, smollm2_gguf_path
+from hf_hope.conversion import cached_smollm2
 from hf_hope.data import intent_names, load_clinc
 
 TARGET_POINTS_ABOVE_FULL = 0.15
 SUMMARY_KEYS = ("final_average", "forgetting", "backward_transfer", "forward_transfer", "plasticity")
 
 
-def model_folder(path: str | None, cache: Path) -> Path:
-    """`path`, or the packaged SmolLM2-135M-Instruct GGUF converted once to float32 in `cache`."""
-    if path is not None:
-        return Path(path)
-    if not (cache / "config.json").is_file():
-        print(f"Converting the packaged SmolLM2-135M-Instruct GGUF to {cache} ...", flush=True)
-        convert_gguf(smollm2_gguf_path(), cache)
-    return cache
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a float causal-LM folder (default: SmolLM2-135M-Instruct, converted)")
-    parser.add_argument("--model-cache", default="~/.cache/hf_hope/models/smollm2-135m-instruct-f32")
+    parser.add_argument("--model-cache", help="where the converted SmolLM2 is kept (default: hf_hope's model cache)")
     parser.add_argument("--run-root", default="~/.cache/hf_hope/runs/bench_clinc")
     parser.add_argument("--tasks", type=int, default=15, help="the first N tasks of the 15-task stream")
     parser.add_argument("--steps-per-task", type=int, default=16)
@@ -58,7 +48,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    folder = model_folder(args.model, Path(args.model_cache).expanduser())
+    folder = Path(args.model) if args.model else cached_smollm2(args.model_cache)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     stream = load_clinc(excerpts=args.excerpts, intents_per_task=2 if args.excerpts else 10)
     if not 2 <= args.tasks <= len(stream):

@@ -1,5 +1,5 @@
-"""Triton kernels of the HOPE memory: chunk-parallel read and chunk-end state carry with their backward, and
-a fused decoding step.
+"""Triton kernels of the HOPE memory for training and prefill: the chunk-parallel read and the chunk-end state
+carry, with their backward (the fused decoding step lives in `memory_decode.py`).
 
 **Chunk read** (`chunk_read`, same contract as `memory_chunk.read_updated`). For every chunk of L tokens and
 every (batch, head), with chunk-start weights `W0` `[out, in]` and momentum `S0`, write inputs `X` `[L, in]`,
@@ -33,12 +33,6 @@ is read in place, without a transpose or a copy. Per-chunk states and coefficien
 `[batch, heads, chunks, ...]` buffers (they are stacked per chunk anyway). Chunks of a call share one length;
 `memory_chunk` calls once per run of equal-length chunks, so any sequence length works.
 
-**Decoding step** (`decode_step` for the main memory, `decode_update` for the generators): one program per
-(batch, head) applies `S = beta S - eta e x^T`, `W = alpha W + S` to W2 and W1 and reads `q + W1 silu(W2 q)` with
-the new weights in the same pass; each weight and momentum is read once and written once (`2 (2 d m + (2d + 2) d)`
-floats each way per head and token, generators included), which is the whole cost of a step; the error
-vectors `e` are matrix-vector products at the chunk-start state computed beforehand in torch.
-
 Dtypes: float32 and bfloat16 inputs; products accumulate in float32. Float32 products use TF32 when torch
 allows it for matmuls (`torch.backends.cuda.matmul.allow_tf32`), IEEE otherwise, so the kernels round like torch.
 The torch path is the reference and the CPU default; on CPU these kernels run under `TRITON_INTERPRET=1`.
@@ -71,7 +65,7 @@ def kernels_usable(device: torch.device) -> bool:
     return triton_available() and (device.type == "cuda" or (interpreted and device.type == "cpu"))
 
 
-def _block(size: int) -> int:
+def block_size(size: int) -> int:
     return max(16, triton.next_power_of_2(size))
 
 
@@ -454,90 +448,8 @@ if triton is not None:
         x_offsets = (pid_bh * length + rows[:, None]) * din + ins[None, :]
         tl.store(grad_x + x_offsets, result.to(grad_x.dtype.element_ty), mask=out_mask)
 
-    @triton.jit
-    def _decode_update_kernel(
-        weights, momentum, new_weights, new_momentum,
-        errors, inputs, eta, alpha, beta, active,
-        heads, rows_count, cols_count,
-        HAS_MOMENTUM: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr,
-    ):  # fmt: skip
-        """One (batch, head) of a memory without a read: `S = beta S - eta e x^T`, `W = alpha W + S`."""
-        pid_bh = tl.program_id(0)
-        batch = pid_bh // heads
-        cols = tl.arange(0, BC)
-        col_ok = cols < cols_count
-        x = tl.load(inputs + pid_bh * cols_count + cols, mask=col_ok, other=0.0).to(tl.float32)
-        rate, keep, decay = tl.load(eta + pid_bh), tl.load(alpha + pid_bh), tl.load(beta + pid_bh)
-        writes = tl.load(active + batch) != 0
-        for r0 in range(0, rows_count, BR):
-            rows = r0 + tl.arange(0, BR)
-            row_ok = rows < rows_count
-            e = tl.load(errors + pid_bh * rows_count + rows, mask=row_ok, other=0.0).to(tl.float32)
-            mask = row_ok[:, None] & col_ok[None, :]
-            offsets = pid_bh * rows_count * cols_count + rows[:, None] * cols_count + cols[None, :]
-            w_old = tl.load(weights + offsets, mask=mask, other=0.0).to(tl.float32)
-            s_old = tl.zeros((BR, BC), dtype=tl.float32)
-            if HAS_MOMENTUM:
-                s_old = tl.load(momentum + offsets, mask=mask, other=0.0).to(tl.float32)
-            s_new = decay * s_old - rate * e[:, None] * x[None, :]
-            w_new = keep * w_old + s_new
-            s_new = tl.where(writes, s_new, s_old)
-            w_new = tl.where(writes, w_new, w_old)
-            tl.store(new_momentum + offsets, s_new.to(new_momentum.dtype.element_ty), mask=mask)
-            tl.store(new_weights + offsets, w_new.to(new_weights.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def _decode_main_kernel(
-        w1, s1, w2, s2, new_w1, new_s1, new_w2, new_s2,
-        errors_w1, activation, errors_w2, keys, queries, eta, alpha, beta, active, out,
-        heads, dim, hidden,
-        HAS_MOMENTUM: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-    ):  # fmt: skip
-        """One (batch, head) of the main memory: update W2 `[hidden, dim]` and W1 `[dim, hidden]` block by block
-        of hidden units and read `q + W1 silu(W2 q)` with the new weights in the same pass."""
-        pid_bh = tl.program_id(0)
-        batch = pid_bh // heads
-        dims = tl.arange(0, BD)
-        dim_ok = dims < dim
-        q = tl.load(queries + pid_bh * dim + dims, mask=dim_ok, other=0.0).to(tl.float32)
-        k = tl.load(keys + pid_bh * dim + dims, mask=dim_ok, other=0.0).to(tl.float32)
-        e1 = tl.load(errors_w1 + pid_bh * dim + dims, mask=dim_ok, other=0.0).to(tl.float32)
-        rate, keep, decay = tl.load(eta + pid_bh), tl.load(alpha + pid_bh), tl.load(beta + pid_bh)
-        writes = tl.load(active + batch) != 0
-        read = tl.zeros((BD,), dtype=tl.float32)
-        base = pid_bh * dim * hidden
-        for m0 in range(0, hidden, BM):
-            units = m0 + tl.arange(0, BM)
-            unit_ok = units < hidden
-            mask_w2 = unit_ok[:, None] & dim_ok[None, :]
-            offsets_w2 = base + units[:, None] * dim + dims[None, :]  # W2 [hidden, dim]
-            e2 = tl.load(errors_w2 + pid_bh * hidden + units, mask=unit_ok, other=0.0).to(tl.float32)
-            w_old = tl.load(w2 + offsets_w2, mask=mask_w2, other=0.0).to(tl.float32)
-            s_old = tl.zeros((BM, BD), dtype=tl.float32)
-            if HAS_MOMENTUM:
-                s_old = tl.load(s2 + offsets_w2, mask=mask_w2, other=0.0).to(tl.float32)
-            s_new = tl.where(writes, decay * s_old - rate * e2[:, None] * k[None, :], s_old)
-            w_new = tl.where(writes, keep * w_old + s_new, w_old)
-            tl.store(new_s2 + offsets_w2, s_new.to(new_s2.dtype.element_ty), mask=mask_w2)
-            tl.store(new_w2 + offsets_w2, w_new.to(new_w2.dtype.element_ty), mask=mask_w2)
-            pre = tl.sum(w_new * q[None, :], axis=1)  # [BM]
-            act = pre * tl.sigmoid(pre)
-            mask_w1 = dim_ok[:, None] & unit_ok[None, :]
-            offsets_w1 = base + dims[:, None] * hidden + units[None, :]  # W1 [dim, hidden]
-            a = tl.load(activation + pid_bh * hidden + units, mask=unit_ok, other=0.0).to(tl.float32)
-            w_old = tl.load(w1 + offsets_w1, mask=mask_w1, other=0.0).to(tl.float32)
-            s_old = tl.zeros((BD, BM), dtype=tl.float32)
-            if HAS_MOMENTUM:
-                s_old = tl.load(s1 + offsets_w1, mask=mask_w1, other=0.0).to(tl.float32)
-            s_new = tl.where(writes, decay * s_old - rate * e1[:, None] * a[None, :], s_old)
-            w_new = tl.where(writes, keep * w_old + s_new, w_old)
-            tl.store(new_s1 + offsets_w1, s_new.to(new_s1.dtype.element_ty), mask=mask_w1)
-            tl.store(new_w1 + offsets_w1, w_new.to(new_w1.dtype.element_ty), mask=mask_w1)
-            read += tl.sum(w_new * tl.where(unit_ok, act, 0.0)[None, :], axis=1)
-        tl.store(out + pid_bh * dim + dims, (q + read).to(out.dtype.element_ty), mask=dim_ok)
-
-
-def _require_kernels(*tensors: torch.Tensor) -> None:
+def require_kernels(*tensors: torch.Tensor) -> None:
     if triton is None:
         raise RuntimeError("The HOPE memory kernels need Triton: pip install 'hf-hope[triton]'.")
     device = tensors[0].device
@@ -562,7 +474,7 @@ class _ChunkRead(torch.autograd.Function):
         batch, heads, chunks, length, din = read_inputs.shape
         dout = write_errors.shape[-1]
         out = torch.empty(batch, heads, chunks, length, dout, device=read_inputs.device, dtype=read_inputs.dtype)
-        blocks = _block(length), min(_block(din), 64), min(_block(dout), 64)
+        blocks = block_size(length), min(block_size(din), 64), min(block_size(dout), 64)
         grid = (chunks, batch * heads, triton.cdiv(dout, blocks[2]))
         has_momentum = momentum is not None
         _read_forward_kernel[grid](
@@ -646,7 +558,7 @@ def chunk_read(
     Returns `W_t y_t` `[batch, heads, chunks, L, out]` in the dtype of `read_inputs`; differentiable in every
     tensor argument (and through the coefficients, in the rates).
     """
-    _require_kernels(read_inputs, write_inputs, write_errors, start, momentum)
+    require_kernels(read_inputs, write_inputs, write_errors, start, momentum)
     batch, heads, chunks, length, _ = read_inputs.shape
     rows = (batch, heads, chunks, length)
     decay = coefficients.weight_decay.broadcast_to(rows).contiguous()
@@ -666,7 +578,7 @@ class _CarryState(torch.autograd.Function):
         batch, heads, length, din = write_inputs.shape
         dout = write_errors.shape[-1]
         new_weights, new_momentum = torch.empty_like(start), torch.empty_like(start)
-        blocks = min(_block(length), 64), min(_block(din), 64), min(_block(dout), 64)
+        blocks = min(block_size(length), 64), min(block_size(din), 64), min(block_size(dout), 64)
         has_momentum = momentum is not None
         grid = (batch * heads, triton.cdiv(dout, blocks[2]), triton.cdiv(din, blocks[1]))
         _carry_forward_kernel[grid](
@@ -747,7 +659,7 @@ def carry_state(
     `write_inputs` `[batch, heads, L, in]` and `write_errors` `[batch, heads, L, out]` may have any strides;
     `coefficients` is an `EndCoefficients`. Differentiable in every tensor argument and through the coefficients.
     """
-    _require_kernels(write_inputs, write_errors, start, momentum)
+    require_kernels(write_inputs, write_errors, start, momentum)
     batch, heads, length, _ = write_inputs.shape
     state_shape = (batch, heads, *start.shape[-2:])
     start = start.broadcast_to(state_shape).contiguous()
@@ -760,66 +672,3 @@ def carry_state(
     return _CarryState.apply(
         write_inputs, write_errors, start, momentum, end_scalars.contiguous(), write_in_weight, write_in_momentum
     )
-
-
-def decode_update(
-    weights: torch.Tensor,
-    momentum: torch.Tensor | None,
-    errors: torch.Tensor,
-    inputs: torch.Tensor,
-    rates: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    active: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token's `S = beta S - eta e x^T`, `W = alpha W + S` of a `[batch, heads, rows, cols]` memory.
-
-    `errors` `[batch, heads, rows]`, `inputs` `[batch, heads, cols]`, rates `(eta, alpha, beta)` `[batch, heads]`,
-    `active` `[batch]` (0: padding, the state is kept). Returns new (weights, momentum); the inputs are untouched.
-    """
-    _require_kernels(weights, momentum)
-    batch, heads, rows, cols = weights.shape
-    weights = weights.contiguous()
-    momentum = None if momentum is None else momentum.broadcast_to(weights.shape).contiguous()
-    new_weights, new_momentum = torch.empty_like(weights), torch.empty_like(weights)
-    eta, alpha, beta = (rate.to(torch.float32).broadcast_to(batch, heads).contiguous() for rate in rates)
-    _decode_update_kernel[(batch * heads,)](
-        weights, momentum if momentum is not None else weights, new_weights, new_momentum,
-        errors.contiguous(), inputs.contiguous(), eta, alpha, beta, active.to(torch.float32).contiguous(),
-        heads, rows, cols,
-        HAS_MOMENTUM=momentum is not None, BR=max(1, 4096 // _block(cols)), BC=_block(cols),
-    )  # fmt: skip
-    return new_weights, new_momentum
-
-
-def decode_step(
-    weights: dict[str, torch.Tensor],
-    momentum: dict[str, torch.Tensor] | None,
-    vectors: dict[str, torch.Tensor],
-    rates: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    active: torch.Tensor,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The main memory's fused decoding step for one token: update W2, W1 and read `q + W1 silu(W2 q)`.
-
-    `weights`/`momentum` hold `"w1"` `[batch, heads, dim, hidden]` and `"w2"` `[batch, heads, hidden, dim]`;
-    `vectors` holds `"queries"`, `"keys"`, `"errors_w1"` (`[batch, heads, dim]`), `"activation"` and
-    `"errors_w2"` (`[batch, heads, hidden]`). Returns the read `[batch, heads, dim]`, new weights and momentum.
-    """
-    w1, w2 = weights["w1"].contiguous(), weights["w2"].contiguous()
-    _require_kernels(w1, w2)
-    batch, heads, dim, hidden = w1.shape
-    s1 = s2 = None
-    if momentum is not None:
-        s1, s2 = (momentum[name].broadcast_to(weights[name].shape).contiguous() for name in ("w1", "w2"))
-    new = {name: torch.empty_like(tensor) for name, tensor in (("w1", w1), ("w2", w2))}
-    new_momentum = {name: torch.empty_like(tensor) for name, tensor in new.items()}
-    out = torch.empty(batch, heads, dim, device=w1.device, dtype=vectors["queries"].dtype)
-    eta, alpha, beta = (rate.to(torch.float32).broadcast_to(batch, heads).contiguous() for rate in rates)
-    has_momentum = momentum is not None
-    _decode_main_kernel[(batch * heads,)](
-        w1, s1 if has_momentum else w1, w2, s2 if has_momentum else w2,
-        new["w1"], new_momentum["w1"], new["w2"], new_momentum["w2"],
-        *(vectors[name].contiguous() for name in ("errors_w1", "activation", "errors_w2", "keys", "queries")),
-        eta, alpha, beta, active.to(torch.float32).contiguous(), out,
-        heads, dim, hidden,
-        HAS_MOMENTUM=has_momentum, BD=_block(dim), BM=max(16, min(64, 8192 // _block(dim))),
-    )  # fmt: skip
-    return out, new, new_momentum

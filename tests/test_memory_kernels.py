@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from hf_hope.modeling import memory_kernels
+from hf_hope.modeling import memory_decode, memory_kernels
 from hf_hope.modeling.memory_chunk import (
     BetaTerms,
     EndCoefficients,
@@ -287,7 +287,7 @@ def test_decode_update_in_each_dtype(dtype):
     errors, inputs = torch.randn(batch, heads, rows, device=DEVICE), torch.randn(batch, heads, cols, device=DEVICE)
     eta, alpha, beta = torch.rand(3, batch, heads, device=DEVICE)
     active = torch.tensor([1.0, 0.0, 1.0], device=DEVICE)
-    new_weights, new_momentum = memory_kernels.decode_update(
+    new_weights, new_momentum = memory_decode.decode_update(
         weights, momentum, errors, inputs, (eta, alpha, beta), active
     )
     w, s = weights.double(), momentum.double()

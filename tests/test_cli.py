@@ -88,7 +88,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "Unknown strategy 'replay': choose one of full, lora, cms, joint" in fail(
         ["continual", "--strategies", "full", "replay"]
     )
-    assert "Unknown stream 'wiki': choose one of domains" in fail(["continual", "--stream", "wiki"])
+    assert "Unknown stream 'wiki': choose one of domains, clinc" in fail(["continual", "--stream", "wiki"])
+    assert "max_eval_examples=0 is invalid" in fail(["continual", "--stream", "clinc", "--max_eval_examples", "0"])
     assert "learning_rates" in fail(["continual", "--strategies", "full", "--learning_rates", "cms=1e-3"])
     assert "strategy=rate" in fail(["continual", "--learning_rates", "1e-3"])
     (tmp_path / "bad.json").write_text(json.dumps({"strategies": ["full"], "stepz_per_task": 3}))
@@ -134,6 +135,36 @@ def test_the_workflow_end_to_end_on_a_tiny_model(tiny_dir, data_cache, tmp_path,
     assert list(evaluation["tasks"]) == results["tasks"] and evaluation["metric"] == "perplexity"
     assert all(math.isfinite(value) and value > 1 for value in evaluation["tasks"].values())
     assert "literature" in capsys.readouterr().out
+
+
+def test_a_clinc_experiment_and_its_evaluation_on_a_tiny_model(tiny_dir, data_cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--model", str(tiny_dir), "--data_cache_dir", data_cache, "--output_dir", str(out), *QUICK_TINY]
+    main(["continual", "--stream", "clinc", *common, "--strategies", "full", "joint", "--max_eval_examples", "4"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["metric"] == "accuracy" and results["higher_is_better"] is True
+    assert results["tasks"] == ["task_00", "task_01"]  # the excerpt: 20 intents, two tasks of 10
+    full = results["runs"]["full"]
+    assert full["settings"]["classification"]["max_eval_examples"] == 4 and len(full["matrix"]) == 2
+    assert all(value in (0, 0.25, 0.5, 0.75, 1) for row in full["matrix"] for value in row)
+    assert "accuracy (higher is better)" in capsys.readouterr().out
+    model_dir = out / "full" / "task_1"
+    assert "examples (loss on the answer only)" in ModelCard.load(model_dir / "README.md").text
+
+    evaluate = [
+        "evaluate",
+        "--model",
+        str(model_dir),
+        "--stream",
+        "clinc",
+        "--excerpts",
+        "--data_cache_dir",
+        data_cache,
+    ]
+    main([*evaluate, "--max_eval_examples", "4"])
+    evaluation = json.loads((model_dir / "eval_results.json").read_text())
+    assert evaluation["metric"] == "accuracy" and evaluation["max_eval_examples"] == 4
+    assert list(evaluation["tasks"].values()) == full["matrix"][-1]  # measured as the run measured it
 
 
 def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_cache, tmp_path):

@@ -12,11 +12,9 @@ from hf_hope.continual import (
     STRATEGIES,
     ClassificationSettings,
     ContinualSettings,
-    answer_log_likelihoods,
-    prepare_model,
     run_continual,
 )
-from hf_hope.continual.classification import AnswerOnlyDataset, check_prefix_free, pad_batch, task_examples
+from hf_hope.continual.classification import AnswerOnlyDataset, pad_batch, task_examples
 from hf_hope.data import intent_names, load_clinc
 from hf_hope.data.sources import excerpt_path, read_clinc
 
@@ -53,43 +51,6 @@ def classification(**changes) -> ClassificationSettings:
 
 def factory() -> torch.nn.Module:
     return tiny_family_model("llama")
-
-
-def naive_log_likelihood(model, prompt: list[int], answer: list[int]) -> float:
-    """log p(answer | prompt) from one full forward pass of prompt + answer, without any cache."""
-    sequence = torch.tensor([prompt + answer])
-    log_probabilities = model(input_ids=sequence).logits[0].to(torch.float64).log_softmax(-1)
-    positions = range(len(prompt) - 1, len(prompt) + len(answer) - 1)
-    return sum(log_probabilities[position, token].item() for position, token in zip(positions, answer, strict=True))
-
-
-@pytest.mark.parametrize("strategy", ["full", "lora", "cms"])
-def test_shared_prompt_scoring_equals_one_sequence_per_answer(strategy):
-    model = prepare_model(factory(), settings(strategy)).double().eval()
-    with torch.no_grad():  # non-trivial adapters, so that their path through the cache counts
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name or "cms_levels" in name:
-                parameter.normal_(0, 0.05)
-    prompt = [5, 17, 99, 3, 42, 8, 64]
-    answers = [[12], [12, 40], [12, 40, 7], [90, 1, 2, 3, 4, 5], [127, 0], [33, 33, 33]]
-    with torch.no_grad():
-        expected = torch.tensor(
-            [naive_log_likelihood(model, prompt, answer) for answer in answers], dtype=torch.float64
-        )
-        for batch_size in (1, 4, 100):  # candidate batches of one, ragged and all at once
-            scores = answer_log_likelihoods(model, prompt, answers, batch_size, "cpu")
-            assert scores.dtype == torch.float64
-            torch.testing.assert_close(scores, expected, rtol=0, atol=1e-10)
-
-
-def test_scores_are_log_probabilities_summed_over_the_answer():
-    model = factory().double()
-    prompt = [1, 2, 3]
-    with torch.no_grad():
-        every_token = answer_log_likelihoods(model, prompt, [[token] for token in range(128)], 32, "cpu")
-        assert every_token.exp().sum().item() == pytest.approx(1.0, abs=1e-12)
-        two_tokens = answer_log_likelihoods(model, prompt, [[7, token] for token in range(128)], 32, "cpu")
-        assert two_tokens.exp().sum().item() == pytest.approx(every_token[7].exp().item(), abs=1e-12)
 
 
 def test_examples_become_prompt_and_answer_with_the_loss_on_the_answer_only():
@@ -224,10 +185,6 @@ def test_answers_that_start_one_another_are_refused(clinc_tasks, tmp_path):
             tokenizer=char_ids,
             classification=classification(label_names=names, answer_template=" {label}"),
         )
-    separated = [char_ids(f" {name}\n") for name in ("pto request", "pto request status", "pto")]
-    check_prefix_free(separated, ["a", "b", "c"])  # the default newline separates them
-    with pytest.raises(ValueError, match="'b' and 'a'"):
-        check_prefix_free([[1, 2, 10], [1, 2], [1, 3]], ["a", "b", "c"])
 
 
 def test_an_interrupted_classification_run_resumes_and_gives_the_same_matrix(clinc_tasks, tmp_path):

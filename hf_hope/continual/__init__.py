@@ -6,7 +6,8 @@ tasks in order and writes the T x T perplexity matrix and its continual-learning
 `run_experiment(...)` runs several strategies that way and compares them (tables, plots, model cards).
 """
 
-from .classification import ClassificationSettings, answer_log_likelihoods
+from .answer_scoring import AnswerTree, answer_log_likelihoods, most_likely_answer
+from .classification import ClassificationSettings
 from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
 from .evaluation import perplexity
 from .experiment import format_comparison, metric_direction, named_runs, run_experiment
@@ -23,6 +24,7 @@ from .strategies import (
 
 __all__ = [
     "STRATEGIES",
+    "AnswerTree",
     "BlockDataset",
     "ClassificationSettings",
     "ContinualSettings",
@@ -33,6 +35,7 @@ __all__ = [
     "group_blocks",
     "load_task_model",
     "metric_direction",
+    "most_likely_answer",
     "named_runs",
     "perplexity",
     "prepare_model",

@@ -15,15 +15,12 @@ whose later tokens are nearly certain once the first is chosen.
 
 The candidates are every label of the whole stream (all tasks, seen or not: the task-agnostic class-incremental
 setting; 150 intents for CLINC150), so that the accuracy of task j after task i is comparable across i and j.
-Scoring is exact and shares the prompt: the prompt runs once with a KV cache; the cache is repeated over a batch
-of candidates, which run their answer tokens but the last (the first answer token is scored from the prompt's
-last position, the last one needs no input of its own).
+The prediction is exact without scoring every candidate: `answer_scoring.most_likely_answer` searches the prefix
+tree of the answers best first, sharing the prompt's KV cache.
 """
 
-import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
 from typing import Any
 
 import torch
@@ -32,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .answer_scoring import AnswerTree, check_prefix_free, most_likely_answer
 from .data import Tasks, Tokenizer
 
 IGNORE_INDEX = -100  # label of a position without loss (the prompt, padding)
@@ -41,7 +39,7 @@ IGNORE_INDEX = -100  # label of a position without loss (the prompt, padding)
 class ClassificationSettings:
     """How labelled tasks (`text` and integer `label` columns) are turned into text and scored.
 
-    Everything but `candidate_batch_size` ties a run folder (resume refuses a change).
+    Everything but `search_width` ties a run folder (resume refuses a change).
     """
 
     label_names: list[str] = field(metadata={"help": "the text of each label id, e.g. hf_hope.data.intent_names()"})
@@ -53,7 +51,10 @@ class ClassificationSettings:
         default=100,
         metadata={"help": "cap on validation examples per task, taken in turn from each label (None: all)"},
     )
-    candidate_batch_size: int = field(default=256, metadata={"help": "candidate answers scored per forward pass"})
+    search_width: int = field(
+        default=16,
+        metadata={"help": "answer prefixes extended per forward pass when searching the top answer (speed only)"},
+    )
 
     def __post_init__(self) -> None:
         self.label_names = list(self.label_names)
@@ -63,13 +64,13 @@ class ClassificationSettings:
             raise ValueError("prompt_template needs a {text} field and answer_template a {label} field.")
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
             raise ValueError(f"max_eval_examples={self.max_eval_examples!r} is invalid: use None or an int >= 1.")
-        if self.candidate_batch_size < 1:
-            raise ValueError(f"candidate_batch_size={self.candidate_batch_size!r} is invalid: it must be >= 1.")
+        if self.search_width < 1:
+            raise ValueError(f"search_width={self.search_width!r} is invalid: it must be >= 1.")
 
     def identity(self) -> dict[str, Any]:
         """The settings that change the results (what a run folder is tied to)."""
         values = asdict(self)
-        del values["candidate_batch_size"]
+        del values["search_width"]
         return values
 
 
@@ -169,66 +170,6 @@ def pad_batch(features: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tenso
     return {name: torch.tensor(values, dtype=torch.long) for name, values in batch.items()}
 
 
-@torch.no_grad()
-def answer_log_likelihoods(
-    model: nn.Module,
-    prompt_ids: Sequence[int],
-    answers: Sequence[Sequence[int]],
-    batch_size: int,
-    device: torch.device | str,
-) -> torch.Tensor:
-    """`log p(answer | prompt)` (summed over the answer's tokens) of every answer, float64, shape `[len(answers)]`.
-
-    The prompt runs once; its KV cache is repeated over `batch_size` answers at a time. The model must be in the
-    mode the caller wants (eval for scoring).
-    """
-    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-    output = model(input_ids=prompt, use_cache=True)
-    first = _log_probabilities(output.logits[0, -1])
-    cache, prompt_length = output.cache, prompt.shape[1]
-    scores = []
-    for start in range(0, len(answers), batch_size):
-        chunk = [list(answer) for answer in answers[start : start + batch_size]]
-        score = first[[answer[0] for answer in chunk]]
-        longest = max(len(answer) for answer in chunk) - 1  # the last token of each answer is not an input
-        if longest > 0:
-            inputs = torch.tensor([a[:-1] + [0] * (longest + 1 - len(a)) for a in chunk], device=device)
-            targets = torch.tensor([a[1:] + [0] * (longest + 1 - len(a)) for a in chunk], device=device)
-            scored = torch.tensor([[k < len(a) - 1 for k in range(longest)] for a in chunk], device=device)
-            attention_mask = torch.cat(
-                [torch.ones(len(chunk), prompt_length, dtype=torch.long, device=device), scored.long()], 1
-            )
-            position_ids = torch.arange(prompt_length, prompt_length + longest, device=device).expand(len(chunk), -1)
-            chunk_cache = copy.deepcopy(cache)
-            chunk_cache.batch_repeat_interleave(len(chunk))
-            logits = model(
-                input_ids=inputs,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=chunk_cache,
-                use_cache=True,
-            ).logits
-            token_scores = _log_probabilities(logits).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            score = score + (token_scores * scored).sum(-1)
-        scores.append(score)
-    return torch.cat(scores)
-
-
-def _log_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    return logits.to(torch.float64).log_softmax(-1)
-
-
-def check_prefix_free(answers: Sequence[Sequence[int]], names: Sequence[str]) -> None:
-    """Refuse candidate answers of which one equals or starts another: their summed scores would not compare."""
-    ordered = sorted(zip((tuple(answer) for answer in answers), names, strict=True))
-    for (shorter, first), (longer, second) in pairwise(ordered):
-        if longer[: len(shorter)] == shorter:  # sorted: a prefix is followed by the answers it starts
-            raise ValueError(
-                f"The answers of labels {first!r} and {second!r} tokenize so that the first equals or starts the "
-                "second. Give the labels distinct names and end answer_template with a separator (e.g. a newline)."
-            )
-
-
 class ClassificationStream:
     """The tasks of a labelled stream, tokenized: training datasets, and accuracy over all the stream's labels."""
 
@@ -251,7 +192,8 @@ class ClassificationStream:
         self.labels = sorted({example.label for examples in self.train + self.validation for example in examples})
         self.answers = [answer_ids(label, tokenizer, settings) for label in self.labels]
         check_prefix_free(self.answers, [settings.label_names[label] for label in self.labels])
-        self.batch_size = settings.candidate_batch_size
+        self.tree = AnswerTree(self.answers)
+        self.search_width = settings.search_width
 
     def train_dataset(self, indices: Sequence[int]) -> Dataset:
         return AnswerOnlyDataset([example for index in indices for example in self.train[index]])
@@ -261,28 +203,29 @@ class ClassificationStream:
 
     def evaluate(self, model: nn.Module, device: torch.device | str) -> list[float]:
         """The accuracy on each task's validation examples, predicting among all the stream's labels."""
-        return [
-            accuracy(model, examples, self.labels, self.answers, self.batch_size, device)
-            for examples in self.validation
-        ]
+        return [self.evaluate_task(model, index, device) for index in range(len(self.validation))]
+
+    def evaluate_task(self, model: nn.Module, index: int, device: torch.device | str) -> float:
+        """The accuracy on the validation examples of task `index`, predicting among all the stream's labels."""
+        return accuracy(model, self.validation[index], self.labels, self.tree, self.search_width, device)
 
 
 def accuracy(
     model: nn.Module,
     examples: Sequence[LabelledExample],
     labels: Sequence[int],
-    answers: Sequence[Sequence[int]],
-    batch_size: int,
+    tree: AnswerTree,
+    search_width: int,
     device: torch.device | str,
 ) -> float:
-    """The share of `examples` whose most likely answer (among `answers`, naming `labels`) is their own label."""
+    """The share of `examples` whose most likely answer (among `tree.answers`, naming `labels`) is their label."""
     was_training = model.training
     model.eval()
     try:
         correct = 0
         for example in examples:
-            scores = answer_log_likelihoods(model, example.prompt_ids, answers, batch_size, device)
-            correct += labels[int(scores.argmax())] == example.label
+            best = most_likely_answer(model, example.prompt_ids, tree, search_width, device)
+            correct += labels[best] == example.label
     finally:
         model.train(was_training)
     return correct / len(examples)

@@ -54,6 +54,10 @@ class ContinualExperimentSettings:
     data_cache_dir: str | None = field(
         default=None, metadata={"help": "data cache folder; None uses $HF_HOPE_DATA or ~/.cache/hf_hope/data"}
     )
+    max_eval_examples: int | None = field(
+        default=100,
+        metadata={"help": "labelled streams (clinc): validation examples scored per task, all labels in turn"},
+    )
     quick: bool = field(
         default=False,
         metadata={
@@ -68,6 +72,8 @@ class ContinualExperimentSettings:
 
     def __post_init__(self) -> None:
         get_stream(self.stream)
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ValueError(f"max_eval_examples={self.max_eval_examples!r} is invalid: use None or an int >= 1.")
         self.strategies = [check_strategy(strategy) for strategy in self.strategies]
         if not self.strategies:
             raise ValueError("Give at least one strategy (--strategies full cms).")
@@ -160,6 +166,7 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
         tokenizer=tokenizer,
         base_model=model_name,
         data_description=description,
+        classification=stream.classification(experiment.max_eval_examples),
         require_plots=experiment.require_plots,
     )
     print(format_comparison(results))

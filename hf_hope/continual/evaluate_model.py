@@ -1,4 +1,7 @@
-"""`hf-hope evaluate`: the perplexity of a saved model on each task of a stream's validation sets.
+"""`hf-hope evaluate`: a saved model's score on each task of a stream's validation sets.
+
+The score is the stream's metric: perplexity for language-modelling streams (`domains`), accuracy among all the
+stream's labels for labelled ones (`clinc`), measured as `hf-hope continual` measures it.
 
 The folder may hold a full model (plain, HOPE or retrofitted with the CMS adapter), a PEFT LoRA adapter or a CMS
 adapter alone; adapters are loaded over their base model (`--base_model`, by default the base a LoRA adapter
@@ -16,6 +19,7 @@ from transformers.utils import logging
 
 from ..conversion import load_cms_adapter
 from ..model_card import describe_folder
+from .classification import ClassificationStream
 from .data import task_blocks
 from .evaluation import perplexity
 from .run_folder import write_json
@@ -46,6 +50,10 @@ class EvaluationSettings:
     max_eval_blocks: int | None = field(
         default=64, metadata={"help": "cap on validation blocks per task (None: all of them)"}
     )
+    max_eval_examples: int | None = field(
+        default=100,
+        metadata={"help": "labelled streams (clinc): validation examples scored per task, all labels in turn"},
+    )
     output_file: str | None = field(
         default=None, metadata={"help": f"where the JSON results go; None: {RESULTS_NAME} in the model folder"}
     )
@@ -53,6 +61,8 @@ class EvaluationSettings:
 
     def __post_init__(self) -> None:
         get_stream(self.stream)
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ValueError(f"max_eval_examples={self.max_eval_examples!r} is invalid: use None or an int >= 1.")
 
 
 def load_saved_model(folder: str | Path, base_model: str | None = None) -> tuple[torch.nn.Module, str | None]:
@@ -81,15 +91,21 @@ def load_tokenizer(*folders: str | Path | None) -> PreTrainedTokenizerBase:
 
 
 def evaluate_model(settings: EvaluationSettings) -> dict[str, Any]:
-    """Perplexity on every task of the stream; written to `settings.output_file` (JSON) and returned."""
+    """The stream's metric on every task; written to `settings.output_file` (JSON) and returned."""
     model, base_model = load_saved_model(settings.model, settings.base_model)
     tokenizer = load_tokenizer(settings.tokenizer, settings.model, base_model)
     stream = get_stream(settings.stream)
     tasks = load_stream(stream.name, excerpts=settings.excerpts, cache_dir=settings.data_cache_dir)
     device = torch.device("cuda" if torch.cuda.is_available() and not settings.use_cpu else "cpu")
     model.to(device)
+    classification = stream.classification(settings.max_eval_examples)
+    labelled = None if classification is None else ClassificationStream(tasks, tokenizer, classification, 1)
     scores = {}
-    for name, dataset in tqdm(tasks, desc="evaluating", unit="task", disable=not logging.is_progress_bar_enabled()):
+    progress = tqdm(tasks, desc="evaluating", unit="task", disable=not logging.is_progress_bar_enabled())
+    for index, (name, dataset) in enumerate(progress):
+        if labelled is not None:
+            scores[name] = labelled.evaluate_task(model, index, device)
+            continue
         blocks = task_blocks(name, dataset, "validation", tokenizer, settings.block_size, settings.max_eval_blocks)
         scores[name] = perplexity(model, blocks, settings.eval_batch_size, device)
     results = {
@@ -98,8 +114,11 @@ def evaluate_model(settings: EvaluationSettings) -> dict[str, Any]:
         "stream": stream.name,
         "excerpts": settings.excerpts,
         "metric": stream.metric,
-        "block_size": settings.block_size,
-        "max_eval_blocks": settings.max_eval_blocks,
+        **(
+            {"block_size": settings.block_size, "max_eval_blocks": settings.max_eval_blocks}
+            if classification is None
+            else {"max_eval_examples": settings.max_eval_examples}
+        ),
         "tasks": scores,
         "mean": sum(scores.values()) / len(scores),
     }

@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
 from ..model_card import write_model_card
+from .classification import ClassificationSettings
 from .data import Tokenizer
 from .plots import PLOTS_DIR, write_plots
 from .run_folder import RESULTS_NAME, task_dir, write_atomically, write_json
@@ -60,12 +61,13 @@ def run_experiment(
     base_model: str,
     data_description: str,
     callbacks: Sequence[TrainerCallback] = (),
+    classification: ClassificationSettings | None = None,
     require_plots: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) `run_continual` for each of `strategies` into `run_dir/<run>`, then compare the runs.
 
     Args:
-        model_factory, tasks, tokenizer, callbacks: as for `run_continual`, shared by every run.
+        model_factory, tasks, tokenizer, callbacks, classification: as for `run_continual`, shared by every run.
         strategies: the runs' settings: a sequence (each run named by its strategy, which must then be distinct)
             or a mapping `{run name: settings}`.
         run_dir: the experiment's folder (see the module docstring).
@@ -89,6 +91,7 @@ def run_experiment(
             run_dir / name,
             tokenizer=tokenizer,
             callbacks=[*callbacks, TrainingProgress(name)],
+            classification=classification,
         )
     metric, higher_is_better = shared_metric(results)
     task_names = next(iter(results.values()))["tasks"]
@@ -262,10 +265,15 @@ def _finish_task_folders(
         if isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer.save_pretrained(str(model_dir))
         trained = "all tasks at once" if run.get("joint_row_repeated") else " -> ".join(tasks[: index + 1])
+        batch = (
+            f"{settings['batch_size']} examples (loss on the answer only)"
+            if "classification" in settings
+            else f"{settings['batch_size']} blocks of {settings['block_size']} tokens"
+        )
         description = (
             f"{data_description}\n\nTrained on {trained} with the `{settings['strategy']}` strategy: "
-            f"{settings['steps_per_task']} optimizer steps per task of {settings['batch_size']} blocks of "
-            f"{settings['block_size']} tokens, learning rate {settings['learning_rate']}, seed {settings['seed']}."
+            f"{settings['steps_per_task']} optimizer steps per task of {batch}, learning rate "
+            f"{settings['learning_rate']}, seed {settings['seed']}."
         )
         write_model_card(
             model_dir,

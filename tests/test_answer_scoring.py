@@ -8,7 +8,7 @@ import torch
 from hf_hope.continual import AnswerTree, ContinualSettings, answer_log_likelihoods, most_likely_answer, prepare_model
 from hf_hope.continual.answer_scoring import check_prefix_free
 
-from .helpers import tiny_family_model
+from .helpers import tiny_family_model, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,3 +121,16 @@ def test_the_answer_tree_refuses_empty_and_prefix_answers():
     check_prefix_free([[1, 2, 10], [1, 2, 11], [1, 3]], ["a", "b", "c"])
     with pytest.raises(ValueError, match="'b' and 'a'"):
         check_prefix_free([[1, 2, 10], [1, 2], [1, 3]], ["a", "b", "c"])
+
+
+def test_scoring_and_search_on_a_hope_model_whose_memory_spans_chunks():
+    model = tiny_model()  # chunk size 4: the prompts below end mid-chunk and span several chunks
+    answers = [[3, 4, 90], [3, 5, 90], [6, 90], [7, 8, 9, 90], [7, 8, 90]]
+    tree = AnswerTree(answers)
+    with torch.no_grad():
+        for prompt in ([1, 2, 3, 4, 5, 6, 7, 8, 9], [5] * 13, [11, 12]):
+            expected = [naive_log_likelihood(model, prompt, answer) for answer in answers]
+            scores = answer_log_likelihoods(model, prompt, answers, 2, "cpu")
+            torch.testing.assert_close(scores, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-10)
+            for search_width in (1, 8):
+                assert most_likely_answer(model, prompt, tree, search_width, "cpu") == int(scores.argmax())

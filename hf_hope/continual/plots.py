@@ -95,6 +95,7 @@ def plot_matrix(
 
 def plot_curves(runs: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], metric: str, path: Path) -> Path:
     """One panel per run: each task's score before training (if measured) and after each task of the stream."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     columns = min(len(runs), CURVE_PANELS_PER_ROW)
@@ -105,26 +106,28 @@ def plot_curves(runs: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], met
         unused.set_visible(False)
     scores = [value for results in runs.values() for row in results["matrix"] for value in row]
     log_scale = min(scores) > 0 and max(scores) / min(scores) > 10
+    palette = colormaps["tab10" if len(tasks) <= 10 else "tab20"]  # a distinct colour per task up to 20
     for axes, (name, results) in zip(panels, runs.items(), strict=False):
         initial = results.get("initial")
-        labels = (["before"] if initial else []) + [f"after {task}" for task in tasks]
+        labels = (["before"] if initial else []) + list(tasks)
         for j, task in enumerate(tasks):
             scores = ([initial[j]] if initial else []) + [row[j] for row in results["matrix"]]
-            axes.plot(range(len(scores)), scores, marker="o", label=task)
+            axes.plot(range(len(scores)), scores, marker="o", label=task, color=palette(j % palette.N))
         axes.set_xticks(range(len(labels)), labels=labels, rotation=30, ha="right")
+        axes.set_xlabel("after training")
         axes.set_title(name)
         if log_scale:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
     for axes in panels[::columns]:
         axes.set_ylabel(metric)
-    panels[len(runs) - 1].legend(title="task", fontsize="small")
+    panels[len(runs) - 1].legend(title="task", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     return _save(figure, path)
 
 
 def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
     temporary = path.with_name(path.name + ".tmp")
-    figure.savefig(temporary, format="png", dpi=100)
+    figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")  # the legend sits outside the panels
     temporary.replace(path)
     return path

@@ -87,16 +87,18 @@ def answer_log_likelihoods(
 class AnswerTree:
     """Candidate answers (token id sequences, none a prefix of another) as a prefix tree.
 
+    `names` (default: the positions) name the answers in the error raised when one starts another.
+
     `next_tokens[prefix]` lists the tokens that extend a proper prefix of some answer (`()` is the root);
     `answer_index[answer]` is the position of a complete answer in the candidates; `lowest_index[prefix]` the
     lowest candidate position under a prefix (for ties, broken towards the earlier candidate like `argmax`).
     """
 
-    def __init__(self, answers: Sequence[Sequence[int]]) -> None:
+    def __init__(self, answers: Sequence[Sequence[int]], names: Sequence[str] | None = None) -> None:
         self.answers = [tuple(answer) for answer in answers]
         if not self.answers or not all(self.answers):
             raise ValueError("Give at least one candidate answer, and no empty one.")
-        check_prefix_free(self.answers, [str(index) for index in range(len(self.answers))])
+        check_prefix_free(self.answers, names or [str(index) for index in range(len(self.answers))])
         self.answer_index = {answer: index for index, answer in enumerate(self.answers)}
         self.next_tokens: dict[Prefix, list[int]] = {}
         self.lowest_index: dict[Prefix, int] = {}

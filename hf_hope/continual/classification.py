@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .answer_scoring import AnswerTree, check_prefix_free, most_likely_answer
+from .answer_scoring import AnswerTree, most_likely_answer
 from .data import Tasks, Tokenizer
 
 IGNORE_INDEX = -100  # label of a position without loss (the prompt, padding)
@@ -191,8 +191,7 @@ class ClassificationStream:
         ]
         self.labels = sorted({example.label for examples in self.train + self.validation for example in examples})
         self.answers = [answer_ids(label, tokenizer, settings) for label in self.labels]
-        check_prefix_free(self.answers, [settings.label_names[label] for label in self.labels])
-        self.tree = AnswerTree(self.answers)
+        self.tree = AnswerTree(self.answers, [settings.label_names[label] for label in self.labels])
         self.search_width = settings.search_width
 
     def train_dataset(self, indices: Sequence[int]) -> Dataset:

@@ -122,6 +122,7 @@ def test_the_workflow_end_to_end_on_a_tiny_model(tiny_dir, data_cache, tmp_path,
     assert results["runs"]["full"]["settings"]["learning_rate"] == 1e-2
     assert results["runs"]["full"]["settings"]["steps_per_task"] == 2  # the flag wins over --quick
     assert results["runs"]["full"]["settings"]["max_eval_blocks"] == 4  # --quick for settings left at default
+    assert sorted(path.name for path in (out / "cms").glob("task_*")) == ["task_2"]  # --quick keeps the latest only
     assert (out / "comparison.md").read_text().strip() in printed
     assert (out / "comparison.csv").read_text().count("\n") == 3
     assert all((out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for plot in results["plots"])

@@ -16,8 +16,16 @@ from .experiment import format_comparison, run_experiment
 from .settings import STRATEGIES, ContinualSettings, check_strategy
 from .streams import STREAMS, get_stream, load_stream
 
-# --quick: the packaged excerpts and a budget of seconds per task on a CPU, for fields left at their defaults.
-QUICK_SETTINGS = {"steps_per_task": 4, "batch_size": 2, "block_size": 64, "eval_batch_size": 4, "max_eval_blocks": 4}
+# --quick: the packaged excerpts, a budget of seconds per task on a CPU and only the latest model on disk,
+# for fields left at their defaults.
+QUICK_SETTINGS = {
+    "steps_per_task": 4,
+    "batch_size": 2,
+    "block_size": 64,
+    "eval_batch_size": 4,
+    "max_eval_blocks": 4,
+    "keep_task_models": False,
+}
 
 
 @dataclass

@@ -2,17 +2,20 @@
 
 Measured in one run, bfloat16 weights, batch 1:
 1. training: forward+backward tokens/s and peak memory at 2K, 4K, 8K and 32K tokens (the HOPE memories compute
-   in float32 inside, as they always do);
+   in float32 inside, as they always do), for HOPE as it is and with `memory_recompute_chunks` (its memory's
+   activations recomputed in backward, as flash attention recomputes attention's);
 2. decoding: greedy tokens/s and memory after a prompt of 1K and of 32K tokens (HOPE's fused decoding step vs
    Llama's key/value cache).
 Every ratio is HOPE / Llama from the same run; a row that runs out of memory is reported as OOM and the table goes
-on. Llama uses `attn_implementation="flash_attention_2"` when flash-attn is installed, SDPA (whose CUDA backend
-is flash attention for bfloat16) otherwise. Needs a CUDA device and the `triton` extra.
+on. Peak memory is each model's own: its weights plus the peak it allocated over them (the others stay
+resident). Llama uses `attn_implementation="flash_attention_2"` when flash-attn is installed, SDPA (whose CUDA
+backend is flash attention for bfloat16) otherwise. Needs a CUDA device and the `triton` extra.
 
 Run: `python benchmarks/bench_hope_vs_llama_long.py` (several minutes on an H100), or `--quick`.
 """
 
 import argparse
+import copy
 import importlib.util
 from collections.abc import Callable
 from functools import partial
@@ -28,11 +31,13 @@ DEVICE = "cuda"
 VOCAB_SIZE = 32000
 HIDDEN_SIZE, NUM_LAYERS, NUM_HEADS, INTERMEDIATE_SIZE = 1024, 24, 8, 2816
 TRAINING_TARGETS = {4096: 0.8, 32768: 1.5}  # minimum HOPE/Llama training tokens/s
+RECOMPUTE_CHUNKS = 16  # at 32K tokens and chunks of 64: 32 kept states instead of 512
 DECODE_TARGET_CONTEXT, DECODE_TARGET_RATIO = 32768, 3.0
 
 
 def build_models(max_positions: int) -> dict[str, PreTrainedModel]:
-    """HOPE and Llama of the same width, depth, heads and MLP width (one CMS level against Llama's MLP)."""
+    """HOPE (as it is and recomputing its memory) and Llama of the same width, depth, heads and MLP width (one CMS
+    level against Llama's MLP)."""
     torch.manual_seed(0)
     hope_config = HopeConfig(
         vocab_size=VOCAB_SIZE,
@@ -54,20 +59,29 @@ def build_models(max_positions: int) -> dict[str, PreTrainedModel]:
     )
     attention = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     hope = AutoModelForCausalLM.from_config(hope_config, dtype=torch.bfloat16).to(DEVICE)
+    recompute_config = copy.deepcopy(hope_config)
+    recompute_config.memory_recompute_chunks = RECOMPUTE_CHUNKS
+    recomputing = AutoModelForCausalLM.from_config(recompute_config, dtype=torch.bfloat16).to(DEVICE)
+    recomputing.load_state_dict(hope.state_dict())
     llama = AutoModelForCausalLM.from_config(llama_config, attn_implementation=attention, dtype=torch.bfloat16)
-    return {"HOPE": hope, "Llama": llama.to(DEVICE)}
+    return {"HOPE": hope, "HOPE-rc": recomputing, "Llama": llama.to(DEVICE)}
 
 
-def measured(run: Callable[[], float]) -> tuple[float | None, float | None]:
-    """(seconds, peak GiB) of `run`, or (None, None) when it runs out of memory."""
+def measured(model: PreTrainedModel, run: Callable[[], float]) -> tuple[float | None, float | None]:
+    """(seconds, peak GiB) of `run` on `model`, or (None, None) when it runs out of memory.
+
+    The peak is the model's own: its weights plus the most `run` allocated beyond what was resident before it.
+    """
     torch.cuda.empty_cache()
+    resident = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     try:
         seconds = run()
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         return None, None
-    return seconds, torch.cuda.max_memory_allocated() / 2**30
+    weights = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    return seconds, (torch.cuda.max_memory_allocated() - resident + weights) / 2**30
 
 
 def cell(value: float | None, fmt: str) -> str:
@@ -80,10 +94,15 @@ def ratio(hope: float | None, llama: float | None) -> str:
 
 def bench_training(
     models: dict[str, PreTrainedModel], lengths: list[int], args
-) -> dict[int, tuple[float, dict[str, float | None]]]:
-    print("1. Training, forward+backward, batch 1, bfloat16 weights")
-    print(f"{'tokens':>7} {'HOPE tok/s':>11} {'Llama tok/s':>12} {'ratio':>7} {'HOPE GiB':>9} {'Llama GiB':>10}")
-    ratios = {}
+) -> dict[int, tuple[dict[str, float | None], dict[str, float | None]]]:
+    """`{length: (tokens/s, peak GiB)}` of every model, each a `{name: value}` dict (None: out of memory)."""
+    print("1. Training, forward+backward, batch 1, bfloat16 weights; ratios against Llama")
+    hopes = [name for name in models if name != "Llama"]
+    header = f"{'tokens':>7} {'Llama tok/s':>12} {'Llama GiB':>10}"
+    for name in hopes:
+        header += f" {name + ' tok/s':>14} {'ratio':>6} {name + ' GiB':>12}"
+    print(header)
+    results = {}
     for length in lengths:
         rates, peaks = {}, {}
         for name, model in models.items():
@@ -94,15 +113,16 @@ def bench_training(
                 model(input_ids, labels=input_ids, use_cache=False).loss.backward()
                 model.zero_grad(set_to_none=True)
 
-            seconds, peaks[name] = measured(lambda step=step: cuda_seconds(step, args.warmup, args.repeats))
+            seconds, peaks[name] = measured(model, lambda step=step: cuda_seconds(step, args.warmup, args.repeats))
             rates[name] = None if seconds is None else length / seconds
-        if rates["HOPE"] is not None and rates["Llama"] is not None:
-            ratios[length] = (rates["HOPE"] / rates["Llama"], peaks)
-        print(
-            f"{length:>7} {cell(rates['HOPE'], '>11.0f')} {cell(rates['Llama'], '>12.0f')} "
-            f"{ratio(rates['HOPE'], rates['Llama']):>7} {cell(peaks['HOPE'], '>9.2f')} {cell(peaks['Llama'], '>10.2f')}"
-        )
-    return ratios
+        results[length] = (rates, peaks)
+        row = f"{length:>7} {cell(rates['Llama'], '>12.0f')} {cell(peaks['Llama'], '>10.2f')}"
+        for name in hopes:
+            speed = ratio(rates[name], rates["Llama"])
+            row += f" {cell(rates[name], '>14.0f')} {speed:>6} {cell(peaks[name], '>12.2f')}"
+        print(row)
+    print(f"  HOPE-rc: HOPE with memory_recompute_chunks={RECOMPUTE_CHUNKS}.")
+    return results
 
 
 @torch.no_grad()
@@ -135,7 +155,7 @@ def bench_decoding(models: dict[str, PreTrainedModel], contexts: list[int], args
     for context in contexts:
         rates, peaks = {}, {}
         for name, model in models.items():
-            seconds, peaks[name] = measured(partial(decode_seconds, model, context, args.decode_steps))
+            seconds, peaks[name] = measured(model, partial(decode_seconds, model, context, args.decode_steps))
             rates[name] = None if seconds is None else 1 / seconds
         if rates["HOPE"] is not None and rates["Llama"] is not None:
             ratios[context] = rates["HOPE"] / rates["Llama"]
@@ -143,7 +163,7 @@ def bench_decoding(models: dict[str, PreTrainedModel], contexts: list[int], args
             f"{context:>7} {cell(rates['HOPE'], '>11.1f')} {cell(rates['Llama'], '>12.1f')} "
             f"{ratio(rates['HOPE'], rates['Llama']):>7} {cell(peaks['HOPE'], '>9.2f')} {cell(peaks['Llama'], '>10.2f')}"
         )
-    print("  GiB: peak allocated while prefilling and decoding (weights, cache, activations).")
+    print("  GiB: each model's peak while prefilling and decoding (weights, cache, activations).")
     return ratios
 
 
@@ -166,23 +186,26 @@ def main() -> None:
     print(f"Llama attention: {models['Llama'].config._attn_implementation}; HOPE memory: auto (Triton kernels)\n")
     training = bench_training(models, lengths, args)
     print()
-    decoding = bench_decoding(models, contexts, args)
+    decoding = bench_decoding({name: models[name] for name in ("HOPE", "Llama")}, contexts, args)
     print()
     print("Targets")
     for length, minimum in TRAINING_TARGETS.items():
-        value = training.get(length, (None, None))[0]
-        status = "not measured" if value is None else f"{value:.2f}x [{'met' if value >= minimum else 'MISSED'}]"
-        print(f"  HOPE/Llama training tokens/s at {length} >= {minimum}x: {status}")
+        rates = training.get(length, ({}, {}))[0]
+        for name in ("HOPE", "HOPE-rc"):
+            value = None if rates.get(name) is None or rates.get("Llama") is None else rates[name] / rates["Llama"]
+            status = "not measured" if value is None else f"{value:.2f}x [{'met' if value >= minimum else 'MISSED'}]"
+            print(f"  {name}/Llama training tokens/s at {length} >= {minimum}x: {status}")
     longest = max(TRAINING_TARGETS)
-    if longest in training:
-        peaks = training[longest][1]
-        lower = peaks["HOPE"] < peaks["Llama"]
+    peaks = training.get(longest, ({}, {}))[1]
+    for name in ("HOPE", "HOPE-rc"):
+        if peaks.get(name) is None or peaks.get("Llama") is None:
+            print(f"  {name} peak training memory at {longest} below Llama's: not measured")
+            continue
+        lower = peaks[name] < peaks["Llama"]
         print(
-            f"  HOPE peak training memory at {longest} below Llama's: {peaks['HOPE']:.2f} vs {peaks['Llama']:.2f} GiB "
+            f"  {name} peak training memory at {longest} below Llama's: {peaks[name]:.2f} vs {peaks['Llama']:.2f} GiB "
             f"[{'met' if lower else 'MISSED'}]"
         )
-    else:
-        print(f"  HOPE peak training memory at {longest} below Llama's: not measured")
     value = decoding.get(DECODE_TARGET_CONTEXT)
     status = (
         "not measured" if value is None else f"{value:.2f}x [{'met' if value >= DECODE_TARGET_RATIO else 'MISSED'}]"

@@ -38,6 +38,11 @@ class HopeConfig(PreTrainedConfig):
         memory_implementation: `"auto"` (the default: the Triton kernels of the `triton` extra on CUDA, the torch
             chunk path elsewhere), `"triton"` (the kernels, an error where they cannot run), `"chunk"` (the torch
             chunk-parallel dual form) or `"recurrent"` (the token-by-token reference, slow but the oracle).
+        memory_recompute_chunks: During training, keep the in-context memory's state once every this many chunks
+            and recompute the chunks in between during backward (activation checkpointing inside the mixer). The
+            memory's saved activations then fall from one state per chunk to one per group, at the cost of running
+            its forward twice; results are unchanged. `None` (the default) keeps every chunk's state. Long
+            sequences are where it pays: at 32K tokens and chunks of 64, 16 keeps 32 states instead of 512.
         rms_norm_eps: Epsilon of every RMSNorm.
         initializer_range: Standard deviation of the normal initialisation of projections and embeddings.
         use_cache: Whether `forward` returns a [`HopeCache`] by default.
@@ -68,6 +73,7 @@ class HopeConfig(PreTrainedConfig):
     cms_levels: list | None = None
     cms_variant: str = "sequential"
     memory_implementation: str = "auto"
+    memory_recompute_chunks: int | None = None
     rms_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     use_cache: bool = True
@@ -107,6 +113,8 @@ class HopeConfig(PreTrainedConfig):
                 f"memory_implementation={self.memory_implementation!r} is unknown: allowed values are "
                 f"{MEMORY_IMPLEMENTATIONS}."
             )
+        if self.memory_recompute_chunks is not None:
+            _require_positive("memory_recompute_chunks", self.memory_recompute_chunks)
         if self.cms_levels is None:
             self.cms_levels = [
                 {"intermediate_size": level["intermediate_size"] * self.hidden_size, "period": level["period"]}

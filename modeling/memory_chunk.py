@@ -16,11 +16,13 @@ token-by-token recurrence in `memory_recurrent.py` is the oracle this file is te
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from itertools import groupby
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .memory_state import MemoryState
 
@@ -173,31 +175,79 @@ def chunk_forward(
     chunk-start state (queries; with static generators also keys, values and rates) is computed once up front.
     `read` computes the second pass's reads and `carry` the first pass's chunk-end states: `read_updated` and
     `final_state` in torch, or the Triton kernels `chunk_read` and `carry_state`.
+
+    With `mixer.recompute_chunks = n` and autograd on, both passes run in groups of `n` chunks under activation
+    checkpointing: backward keeps one state per group instead of one per chunk, and recomputes a group's chunks
+    when it reaches them. The arithmetic is the same, only the reads are batched per group.
     """
-    total, head_dim, chunk_size = queries_in.shape[2], mixer.head_dim, mixer.chunk_size
-    weights, chunk_start = dict(state.weights), dict(state.chunk_start)
-    momentum = None if state.momentum is None else dict(state.momentum)
-    position = state.position
+    head_dim = mixer.head_dim
     mask = None if mask is None else mask[:, None, :].to(queries_in.dtype)
     query_tail = kv_tail = None
     if state.conv is not None:
         query_tail, kv_tail = state.conv[..., :head_dim], state.conv[..., head_dim:]
     queries, query_tail = mixer.queries(queries_in, mask, query_tail)
+    static = None
     if not mixer.self_modifying:
-        static = generator_in @ chunk_start["generator"].transpose(-1, -2)
-        all_keys, all_values, kv_tail = mixer.keys_values(static, mask, kv_tail)
-        all_rates = mixer.rates(static, mask)
+        generated = generator_in @ state.chunk_start["generator"].transpose(-1, -2)
+        keys, values, kv_tail = mixer.keys_values(generated, mask, kv_tail)
+        static = (keys, values, mixer.rates(generated, mask))
+    # Between groups `conv` carries the key and value channels' window only; the queries' is final already.
+    carried = MemoryState(
+        weights=dict(state.weights),
+        chunk_start=dict(state.chunk_start),
+        momentum=None if state.momentum is None else dict(state.momentum),
+        conv=kv_tail,
+        position=state.position,
+    )
+    bounds = segment_bounds(state.position, queries_in.shape[2], mixer.chunk_size)
+    group_size = mixer.recompute_chunks or len(bounds)
+    reads = []
+    for first in range(0, len(bounds), group_size):
+        run = partial(_run_segments, mixer, bounds[first : first + group_size], queries, generator_in, mask, static)
+        run = partial(run, read=read, carry=carry)
+        if mixer.recompute_chunks is not None and torch.is_grad_enabled():
+            group_reads, carried = checkpoint(run, carried, use_reentrant=False, preserve_rng_state=False)
+        else:
+            group_reads, carried = run(carried)
+        reads.append(group_reads)
+    return torch.cat(reads, dim=2), replace(carried, conv=torch.cat([query_tail, carried.conv], dim=-1))
+
+
+def segment_bounds(position: int, total: int, chunk_size: int) -> list[tuple[int, int]]:
+    """`(begin, end)` of each segment of `total` tokens that start at `position`: chunk ends cut segments."""
+    bounds, begin = [], 0
+    while begin < total:
+        end = begin + min(chunk_size - (position + begin) % chunk_size, total - begin)
+        bounds.append((begin, end))
+        begin = end
+    return bounds
+
+
+def _run_segments(
+    mixer,
+    bounds: list[tuple[int, int]],
+    queries: torch.Tensor,
+    generator_in: torch.Tensor,
+    mask: torch.Tensor | None,
+    static: tuple | None,
+    carried: MemoryState,
+    read: ReadFunction,
+    carry: CarryFunction,
+) -> tuple[torch.Tensor, MemoryState]:
+    """Both passes over consecutive segments: the main memory's outputs there, and the state after them."""
+    weights, chunk_start, kv_tail = dict(carried.weights), dict(carried.chunk_start), carried.conv
+    momentum = None if carried.momentum is None else dict(carried.momentum)
+    position = carried.position
     beta_terms: dict[int, BetaTerms] = {}  # without padding, the momentum-decay terms depend only on the length
     segments = []
-    begin = 0
-    while begin < total:
-        end = begin + min(chunk_size - position % chunk_size, total - begin)
+    for begin, end in bounds:
         segment_mask = None if mask is None else mask[..., begin:end]
-        if mixer.self_modifying:
+        if static is None:
             generated = generator_in[:, :, begin:end] @ chunk_start["generator"].transpose(-1, -2)
             keys, values, kv_tail = mixer.keys_values(generated, segment_mask, kv_tail)
             rates = mixer.rates(generated, segment_mask)
         else:
+            all_keys, all_values, all_rates = static
             keys, values = all_keys[:, :, begin:end], all_values[:, :, begin:end]
             rates = tuple(None if rate is None else rate[..., begin:end] for rate in all_rates)
         eta, log_alpha, log_beta, write = rates
@@ -226,17 +276,15 @@ def chunk_forward(
                 weights[name], old_momentum.get(name), end_coefficients, inputs, errors
             )
         position += end - begin
-        if position % chunk_size == 0:
+        if position % mixer.chunk_size == 0:
             chunk_start = dict(weights)
-        begin = end
 
     reads = [
         _read_segments(list(group), queries, read)
         for _, group in groupby(segments, key=lambda segment: segment.end - segment.begin)
     ]
-    conv = torch.cat([query_tail, kv_tail], dim=-1)
-    new_state = MemoryState(weights=weights, chunk_start=chunk_start, momentum=momentum, conv=conv, position=position)
-    return torch.cat(reads, dim=2), new_state
+    after = MemoryState(weights=weights, chunk_start=chunk_start, momentum=momentum, conv=kv_tail, position=position)
+    return torch.cat(reads, dim=2), after
 
 
 def _read_segments(segments: list[SegmentWrites], queries: torch.Tensor, read: ReadFunction) -> torch.Tensor:

@@ -63,6 +63,7 @@ class SelfModifyingTitans(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         self.chunk_size, self.conv_size = config.chunk_size, config.conv_size
+        self.recompute_chunks = config.memory_recompute_chunks
         self.memory_lr_max = config.memory_lr_max
         self.self_modifying = config.self_modifying
         self.self_generated_values = config.self_generated_values

@@ -232,6 +232,19 @@ def test_mixer_with_kernels_and_static_generators():
     check_mixer_against_references(4, 8, 9, masked=True, self_modifying=False)
 
 
+def test_mixer_with_kernels_and_recomputation():
+    """Recomputed groups of two chunks (the last one partial) give the kernels' results without recomputation."""
+    mixer, hidden = mixer_and_inputs(4, 8, 19)
+    expected, expected_state, expected_grads = mixer_run(mixer, hidden, None, "triton", torch.float32)
+    mixer.recompute_chunks = 2
+    out, state, grads = mixer_run(mixer, hidden, None, "triton", torch.float32)
+    assert relative_error(out, expected) <= 1e-6
+    for name in expected_state.weights:
+        assert relative_error(state.weights[name], expected_state.weights[name]) <= 1e-6, name
+    for name, grad in grads.items():
+        assert relative_error(grad, expected_grads[name]) <= 1e-6, name
+
+
 @pytest.mark.slow
 @gpu_only
 @pytest.mark.parametrize(("chunk_size", "head_dim", "length"), FULL_MIXER_CASES, ids=str)

@@ -102,11 +102,12 @@ def test_a_model_with_recomputation_trains_like_one_without():
         assert relative_error(other.grad, parameter.grad) <= 1e-12, name
 
 
-def test_recomputation_nests_inside_layer_gradient_checkpointing():
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_recomputation_nests_inside_layer_gradient_checkpointing(use_reentrant):
     model = tiny_model(chunk_size=4).train()
     recomputing = tiny_model(chunk_size=4, memory_recompute_chunks=2).train()
     recomputing.load_state_dict(model.state_dict())
-    recomputing.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    recomputing.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     input_ids = torch.randint(2, 97, (2, 17))
     for candidate in (model, recomputing):
         candidate(input_ids, labels=input_ids).loss.backward()
@@ -118,3 +119,10 @@ def test_recomputation_nests_inside_layer_gradient_checkpointing():
 def test_invalid_recompute_chunks_is_a_clear_error(value):
     with pytest.raises(ValueError, match="memory_recompute_chunks=.* is invalid: it must be an int >= 1"):
         hf_hope.HopeConfig(memory_recompute_chunks=value)
+
+
+def test_from_pretrained_turns_recomputation_on(tmp_path):
+    tiny_model(chunk_size=4).save_pretrained(tmp_path)
+    loaded = hf_hope.HopeForCausalLM.from_pretrained(tmp_path, memory_recompute_chunks=2)
+    assert loaded.config.memory_recompute_chunks == 2
+    assert {layer.mixer.recompute_chunks for layer in loaded.model.layers} == {2}

@@ -41,7 +41,7 @@ class HopeConfig(PreTrainedConfig):
         memory_recompute_chunks: During training, keep the in-context memory's state once every this many chunks
             and recompute the chunks in between during backward (activation checkpointing inside the mixer). The
             memory's saved activations then fall from one state per chunk to one per group, at the cost of running
-            its forward twice; results are unchanged. `None` (the default) keeps every chunk's state. Long
+            its forward twice; results are the same up to rounding. `None` (the default) keeps every chunk's state. Long
             sequences are where it pays: at 32K tokens and chunks of 64, 16 keeps 32 states instead of 512.
         rms_norm_eps: Epsilon of every RMSNorm.
         initializer_range: Standard deviation of the normal initialisation of projections and embeddings.

@@ -203,8 +203,8 @@ def chunk_forward(
     group_size = mixer.recompute_chunks or len(bounds)
     reads = []
     for first in range(0, len(bounds), group_size):
-        run = partial(_run_segments, mixer, bounds[first : first + group_size], queries, generator_in, mask, static)
-        run = partial(run, read=read, carry=carry)
+        group = bounds[first : first + group_size]
+        run = partial(_run_segments, mixer, group, queries, generator_in, mask, static, read=read, carry=carry)
         if mixer.recompute_chunks is not None and torch.is_grad_enabled():
             group_reads, carried = checkpoint(run, carried, use_reentrant=False, preserve_rng_state=False)
         else:

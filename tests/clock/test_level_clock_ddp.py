@@ -1,4 +1,4 @@
-"""`LevelClockCallback` under real DDP: two gloo processes on CPU, launched with torchrun (`tests/ddp_worker.py`).
+"""`LevelClockCallback` under real DDP: two gloo processes on CPU, launched with torchrun (`tests/clock/ddp_worker.py`).
 
 The ranks must end bitwise identical, match one process trained on the same global batches, and update the
 period-4 level only at steps 4 and 8.
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def launch_ranks(output_dir: Path) -> list[dict[str, Any]]:
-    """Run `tests.ddp_worker` on `WORLD_SIZE` CPU processes and load what each rank saved."""
+    """Run `tests.clock.ddp_worker` on `WORLD_SIZE` CPU processes and load what each rank saved."""
     command = [
         sys.executable,
         "-m",
@@ -36,7 +36,7 @@ def launch_ranks(output_dir: Path) -> list[dict[str, Any]]:
         "--standalone",
         f"--nproc_per_node={WORLD_SIZE}",
         "-m",
-        "tests.ddp_worker",
+        "tests.clock.ddp_worker",
         str(output_dir),
     ]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 import hf_hope
 from hf_hope.conversion import CMS_CONFIG_NAME, CMS_WEIGHTS_NAME, RetrofittedFFN, cms_adapter_state_dict
 
-from .helpers import tiny_family_config, tiny_family_model, tiny_model
+from ..helpers import tiny_family_config, tiny_family_model, tiny_model
 
 FAMILIES = hf_hope.SUPPORTED_MODEL_TYPES
 INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])

@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import hf_hope
 
-from .helpers import tiny_config, tiny_model
+from ..helpers import tiny_config, tiny_model
 
 
 def test_auto_classes_build_hope_models():

@@ -18,7 +18,7 @@ from hf_hope.continual.classification import AnswerOnlyDataset, pad_batch, task_
 from hf_hope.data import intent_names, load_clinc
 from hf_hope.data.sources import excerpt_path, read_clinc
 
-from .helpers import tiny_family_model
+from ..helpers import tiny_family_model
 from .test_continual_runner import CountTrainings, char_ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")

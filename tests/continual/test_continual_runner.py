@@ -22,7 +22,7 @@ from hf_hope.continual import (
 )
 from hf_hope.data import load_domains
 
-from .helpers import tiny_family_model
+from ..helpers import tiny_family_model
 
 
 def char_ids(text: str) -> list[int]:

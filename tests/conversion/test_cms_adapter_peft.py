@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, Trainer
 import hf_hope
 from hf_hope.conversion import RetrofittedFFN
 
-from .helpers import RepeatedBatch, tiny_family_model, training_arguments
+from ..helpers import RepeatedBatch, tiny_family_model, training_arguments
 
 INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
 

@@ -6,7 +6,7 @@ import torch
 from hf_hope import HopeForCausalLM
 from hf_hope.online_learner import OnlineLearner
 
-from .helpers import tiny_config
+from ..helpers import tiny_config
 
 SLOW = "model.layers.0.cms.levels.1.mlp.up_proj.weight"  # period 4 in tiny_config
 FAST = "model.layers.0.cms.levels.0.mlp.up_proj.weight"  # period 1

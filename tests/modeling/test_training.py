@@ -6,7 +6,7 @@ from transformers import Trainer
 
 import hf_hope
 
-from .helpers import RepeatedBatch, tiny_config, training_arguments
+from ..helpers import RepeatedBatch, tiny_config, training_arguments
 
 
 def test_trainer_fits_a_repeated_batch(tmp_path):

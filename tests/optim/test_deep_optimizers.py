@@ -9,7 +9,7 @@ from transformers import Trainer
 from hf_hope import M3, DeepMomentum, DeltaMomentum, LevelClockCallback, newton_schulz
 from hf_hope.newton_schulz import CUBIC, muon_scale
 
-from .helpers import RepeatedBatch, tiny_model, training_arguments
+from ..helpers import RepeatedBatch, tiny_model, training_arguments
 
 SHAPES = [(4, 6), (7, 3), (5,)]
 STEPS = 7

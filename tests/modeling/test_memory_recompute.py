@@ -9,7 +9,7 @@ from torch.profiler import ProfilerActivity, profile
 import hf_hope
 from hf_hope.modeling.memory_state import MemoryState
 
-from .helpers import tiny_model
+from ..helpers import tiny_model
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

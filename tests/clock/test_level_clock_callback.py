@@ -10,7 +10,7 @@ from hf_hope import HopeForCausalLM
 from hf_hope.level_clock import LevelClock
 from hf_hope.level_clock_callback import CLOCK_STATE_NAME, LevelClockCallback, _refuse_unsupported_setups
 
-from .helpers import RepeatedBatch, tiny_config, training_arguments
+from ..helpers import RepeatedBatch, tiny_config, training_arguments
 
 SLOW_PERIOD = 4  # tiny_config's second CMS level
 

@@ -26,7 +26,7 @@ from hf_hope.modeling.memory_decode import decode_forward
 from hf_hope.modeling.memory_recurrent import recurrent_forward
 from hf_hope.modeling.titans import memory_forward_for
 
-from .helpers import tiny_model
+from ..helpers import tiny_model
 
 pytestmark = [
     pytest.mark.skipif(not memory_kernels.triton_available(), reason="needs the triton extra"),

@@ -1,4 +1,4 @@
-"""One rank of the DDP level-clock test: `torchrun --nproc_per_node=2 -m tests.ddp_worker OUT_DIR`.
+"""One rank of the DDP level-clock test: `torchrun --nproc_per_node=2 -m tests.clock.ddp_worker OUT_DIR`.
 
 Trains a tiny HOPE model with `Trainer` + `LevelClockCallback` on the gloo backend and saves, per rank,
 `OUT_DIR/rank{rank}.pt` (see `run_training`). `tests/test_level_clock_ddp.py` also calls `run_training` in a single
@@ -17,7 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from hf_hope import HopeForCausalLM, LevelClockCallback
 from hf_hope.level_clock import LevelClock
 
-from .helpers import tiny_config
+from ..helpers import tiny_config
 
 GLOBAL_BATCH = 4
 MAX_STEPS = 8  # two updates of the period-4 level

@@ -7,7 +7,7 @@ from hf_hope.modeling.memory_recurrent import inner_gradients
 from hf_hope.modeling.memory_state import MemoryState
 from hf_hope.modeling.titans import SelfModifyingTitans
 
-from .helpers import tiny_model
+from ..helpers import tiny_model
 
 
 def make_mixer(**overrides) -> SelfModifyingTitans:

@@ -8,7 +8,7 @@ import torch
 from hf_hope.continual import AnswerTree, ContinualSettings, answer_log_likelihoods, most_likely_answer, prepare_model
 from hf_hope.continual.answer_scoring import check_prefix_free
 
-from .helpers import tiny_family_model, tiny_model
+from ..helpers import tiny_family_model, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

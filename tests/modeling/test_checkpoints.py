@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoModelForCausalLM
 
 import hf_hope
 
-from .helpers import tiny_model
+from ..helpers import tiny_model
 
 INPUT_IDS = [[5, 9, 33, 2, 71, 64, 8, 8, 8, 15, 90]]
 

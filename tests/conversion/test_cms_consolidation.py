@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_hope import CMSConfig, consolidate_levels, parameter_levels, retrofit
 
-from .helpers import tiny_family_model
+from ..helpers import tiny_family_model
 
 LEVELS = [{"period": None}, {"period": 4}, {"period": 1}]
 

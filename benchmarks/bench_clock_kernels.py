@@ -18,8 +18,8 @@ import torch
 from cuda_timing import cuda_seconds  # sibling module: benchmarks run as scripts
 from torch import nn
 
-from hf_hope import clock_kernels
-from hf_hope.level_buffer import LevelBuffer
+from hf_hope.clock import kernel as clock_kernels
+from hf_hope.clock.buffer import LevelBuffer
 
 KERNEL_TARGET_FRACTION = 0.8
 

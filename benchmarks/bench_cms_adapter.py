@@ -21,7 +21,8 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import hf_hope
-from hf_hope.conversion.gguf import convert_gguf, smollm2_gguf_path
+from hf_hope.conversion import convert_gguf
+from hf_hope.smollm2 import smollm2_gguf_path
 
 RETROFIT_TARGET_SECONDS = 5.0
 STEP_TIME_TARGET_RATIO = 1.3

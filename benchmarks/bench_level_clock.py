@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 import hf_hope
-from hf_hope.conversion.gguf import convert_gguf, smollm2_gguf_path
+from hf_hope.conversion import convert_gguf
+from hf_hope.smollm2 import smollm2_gguf_path
 
 TARGET_RATIO = 1.05
 

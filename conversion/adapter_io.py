@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic_write import atomic_file
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
 from .cms_ffn import RetrofittedFFN, family_of, ffn_sites
 from .families import Family
@@ -45,9 +46,8 @@ def save_cms_adapter(model: nn.Module, save_directory: str | os.PathLike) -> Non
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous() for name, tensor in cms_adapter_state_dict(model).items()}
-    temporary = directory / (CMS_WEIGHTS_NAME + ".tmp")
-    save_file(tensors, temporary, metadata={"format": "pt"})
-    os.replace(temporary, directory / CMS_WEIGHTS_NAME)
+    with atomic_file(directory / CMS_WEIGHTS_NAME) as temporary:
+        save_file(tensors, temporary, metadata={"format": "pt"})
     config.save_pretrained(directory, base_model=_describe_base(model, family))
 
 

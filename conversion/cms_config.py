@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic_write import write_text_atomically
+
 CMS_CONFIG_NAME = "cms_adapter_config.json"
 INIT_MODES = ("zero", "copy")
 _LEVEL_KEYS = {"period", "lr_scale", "intermediate_size"}
@@ -121,6 +123,4 @@ class CMSConfig:
         """Write `cms_adapter_config.json` (with any `extra` entries, such as the base model's description)."""
         path = Path(save_directory) / CMS_CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
+        write_text_atomically(path, json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=True) + "\n")

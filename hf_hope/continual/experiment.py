@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
+from ..conversion.atomic_write import write_text_atomically
 from ..model_card import write_model_card
+from .blocks import Tokenizer
 from .classification import ClassificationSettings
-from .data import Tokenizer
 from .plots import PLOTS_DIR, write_plots
-from .run_folder import RESULTS_NAME, task_dir, write_atomically, write_json
+from .run_folder import RESULTS_NAME, task_dir, write_json
 from .runner import Tasks, run_continual
 from .settings import ContinualSettings
 from .strategies import ModelFactory
@@ -110,8 +111,8 @@ def run_experiment(
     experiment["comparison"] = comparison_rows(experiment)
     plots = write_plots(results, task_names, metric, higher_is_better, run_dir / PLOTS_DIR, require=require_plots)
     experiment["plots"] = [str(path.relative_to(run_dir)) for path in plots]
-    write_atomically(run_dir / COMPARISON_CSV, comparison_csv(experiment))
-    write_atomically(run_dir / COMPARISON_MARKDOWN, format_comparison(experiment) + "\n")
+    write_text_atomically(run_dir / COMPARISON_CSV, comparison_csv(experiment))
+    write_text_atomically(run_dir / COMPARISON_MARKDOWN, format_comparison(experiment) + "\n")
     write_json(run_dir / RESULTS_NAME, experiment)
     return experiment
 

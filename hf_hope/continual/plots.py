@@ -13,6 +13,8 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..conversion.atomic_write import atomic_file
+
 logger = logging.get_logger(__name__)
 
 PLOTS_INSTALL = 'pip install "hf-hope[plots]"'
@@ -127,7 +129,6 @@ def plot_curves(runs: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], met
 
 def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
-    temporary = path.with_name(path.name + ".tmp")
-    figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")  # the legend sits outside the panels
-    temporary.replace(path)
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")  # the legend sits outside the panels
     return path

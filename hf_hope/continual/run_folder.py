@@ -9,10 +9,10 @@ run_dir/matrix.csv      R as a table: one row per trained task, one column per e
 import csv
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
+
+from ..conversion.atomic_write import write_folder, write_text_atomically
 
 FORMAT_VERSION = 1
 PROGRESS_NAME = "progress.json"
@@ -24,14 +24,8 @@ def task_dir(run_dir: Path, index: int) -> Path:
     return run_dir / f"task_{index}"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def write_json(path: Path, values: dict[str, Any]) -> None:
-    write_atomically(path, json.dumps(values, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(values, indent=2) + "\n")
 
 
 def start_or_resume(run_dir: Path, settings: dict[str, Any], task_names: list[str]) -> dict[str, Any]:
@@ -59,11 +53,7 @@ def start_or_resume(run_dir: Path, settings: dict[str, Any], task_names: list[st
 
 def save_task(run_dir: Path, index: int, save: Any) -> None:
     """Call `save(folder)` into a temporary folder and rename it to `task_<index>` (replacing a stale one)."""
-    final, temporary = task_dir(run_dir, index), run_dir / f"task_{index}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    save(temporary)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
+    write_folder(task_dir(run_dir, index), save, overwrite=True)
 
 
 def matrix_csv(matrix: list[list[float]], task_names: list[str]) -> str:

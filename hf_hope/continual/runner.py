@@ -36,9 +36,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ..conversion.atomic_write import write_text_atomically
 from ..metrics import continual_learning_summary
+from .blocks import LanguageModellingStream, Tokenizer
 from .classification import ClassificationSettings, ClassificationStream
-from .data import LanguageModellingStream, Tokenizer
 from .run_folder import (
     MATRIX_NAME,
     PROGRESS_NAME,
@@ -47,7 +48,6 @@ from .run_folder import (
     save_task,
     start_or_resume,
     task_dir,
-    write_atomically,
     write_json,
 )
 from .settings import ContinualSettings
@@ -228,6 +228,6 @@ def _finish(
         "joint_row_repeated": settings.strategy == "joint",
         "summary": continual_learning_summary(matrix, higher_is_better=higher_is_better, initial=progress["initial"]),
     }
-    write_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))
+    write_text_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))
     write_json(run_dir / RESULTS_NAME, results)
     return results

@@ -24,9 +24,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
+from ..clock.callback import LevelClockCallback
+from ..clock.core import LevelClock
 from ..conversion import CMSConfig, consolidate_levels, retrofit
-from ..level_clock import LevelClock
-from ..level_clock_callback import LevelClockCallback
 from ..modeling.cms import parameter_levels
 from .settings import ContinualSettings, check_strategy
 

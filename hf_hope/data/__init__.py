@@ -20,7 +20,6 @@ from .prepare import (
     prepare_data,
     prepare_domains,
     resolve_cache_dir,
-    run_data_preparation,
 )
 from .sources import MissingSourceError
 
@@ -42,6 +41,5 @@ __all__ = [
     "prepare_data",
     "prepare_domains",
     "resolve_cache_dir",
-    "run_data_preparation",
     "split_documents",
 ]

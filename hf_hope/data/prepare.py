@@ -142,44 +142,18 @@ def load_domains(settings: DataPreparationSettings | None = None, **changes) -> 
     `changes` override fields of `settings` (default `DataPreparationSettings()`), e.g. `excerpts=True`.
     """
     folder = prepare_domains(_settings(settings, changes))
-    return {domain: load_from_disk(str(folder / domain)) for domain in _manifest(folder)["domains"]}
+    return {domain: load_from_disk(str(folder / domain)) for domain in manifest_of(folder)["domains"]}
 
 
 def load_clinc(settings: DataPreparationSettings | None = None, **changes) -> list[DatasetDict]:
     """The CLINC tasks in order, each a DatasetDict(train, validation) of text and label, from the cache."""
     folder = prepare_clinc(_settings(settings, changes))
-    return [load_from_disk(str(folder / _task_name(index))) for index in range(len(_manifest(folder)["tasks"]))]
+    return [load_from_disk(str(folder / _task_name(index))) for index in range(len(manifest_of(folder)["tasks"]))]
 
 
 def clinc_task_intents(settings: DataPreparationSettings | None = None, **changes) -> list[list[int]]:
     """The intent ids of each CLINC task, from the cache (prepared first if missing)."""
-    return _manifest(prepare_clinc(_settings(settings, changes)))["tasks"]
-
-
-def run_data_preparation(settings: DataPreparationSettings) -> Path:
-    """`hf-hope prepare-data`: build the chosen benchmarks and say where they are and how big."""
-    folders = []
-    try:
-        if settings.benchmark in ("all", "domains"):
-            folders.append(prepare_domains(settings))
-        if settings.benchmark in ("all", "clinc"):
-            folders.append(prepare_clinc(settings))
-    except (ImportError, FileNotFoundError, ValueError) as error:  # the user can act on these: no traceback
-        raise SystemExit(f"hf-hope prepare-data: {error}") from error
-    for folder in folders:
-        manifest = _manifest(folder)
-        print(f"{folder} (built in {manifest['seconds']:.1f} s):")
-        if "domains" in manifest:
-            for domain, splits in manifest["sizes"].items():
-                figures = ", ".join(
-                    f"{split} {size['documents']} documents / {size['characters']:,} characters"
-                    for split, size in splits.items()
-                )
-                print(f"  {domain}: {figures}")
-        else:
-            for index, (intents, size) in enumerate(zip(manifest["tasks"], manifest["sizes"], strict=True)):
-                print(f"  task {index:2d}: intents {intents}, {size['train']} train / {size['validation']} validation")
-    return resolve_cache_dir(settings.cache_dir)
+    return manifest_of(prepare_clinc(_settings(settings, changes)))["tasks"]
 
 
 def _settings(settings: DataPreparationSettings | None, changes: dict) -> DataPreparationSettings:
@@ -232,7 +206,7 @@ def _move_into_place(staging: Path, folder: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
-def _manifest(folder: Path) -> dict:
+def manifest_of(folder: Path) -> dict:
     return json.loads((folder / MANIFEST).read_text())
 
 

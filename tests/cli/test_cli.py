@@ -222,8 +222,8 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
 
 
 def test_the_default_model_is_converted_once_and_reused(tmp_path, monkeypatch):
-    from hf_hope.continual.command import resolve_model
-    from hf_hope.conversion import gguf
+    from hf_hope import smollm2
+    from hf_hope.cli.continual import resolve_model
 
     converted = []
 
@@ -232,8 +232,8 @@ def test_the_default_model_is_converted_once_and_reused(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
 
-    monkeypatch.setattr(gguf, "convert_gguf", convert)
-    monkeypatch.setattr(gguf, "smollm2_gguf_path", lambda: tmp_path / "model.gguf")
+    monkeypatch.setattr(smollm2, "convert_gguf", convert)
+    monkeypatch.setattr(smollm2, "smollm2_gguf_path", lambda: tmp_path / "model.gguf")
     monkeypatch.setenv("HF_HOPE_MODELS", str(tmp_path / "models"))
     first = resolve_model(None)
     assert first == (tmp_path / "models" / "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -7,8 +7,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hf_hope.cli import build_parser
+from hf_hope.cli.continual_demo import DemoSettings, demo_strategies, run_demo
 from hf_hope.data import MissingSourceError
-from hf_hope.demo import DemoSettings, demo_strategies, run_demo
 
 
 def test_cli_parses_demo_flags():

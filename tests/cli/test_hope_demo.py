@@ -3,7 +3,7 @@
 import math
 
 from hf_hope.cli import build_parser
-from hf_hope.hope_demo import HopeDemoSettings, run_hope_demo, stdlib_source_bytes
+from hf_hope.cli.hope_demo import HopeDemoSettings, run_hope_demo, stdlib_source_bytes
 
 
 def test_stdlib_corpus_is_deterministic_python_source():

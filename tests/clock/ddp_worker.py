@@ -1,8 +1,8 @@
 """One rank of the DDP level-clock test: `torchrun --nproc_per_node=2 -m tests.clock.ddp_worker OUT_DIR`.
 
 Trains a tiny HOPE model with `Trainer` + `LevelClockCallback` on the gloo backend and saves, per rank,
-`OUT_DIR/rank{rank}.pt` (see `run_training`). `tests/test_level_clock_ddp.py` also calls `run_training` in a single
-process with the same global batch, so both set-ups share one definition of the model, data and arguments.
+`OUT_DIR/rank{rank}.pt` (see `run_training`). `tests/clock/test_level_clock_ddp.py` also calls `run_training` in
+a single process with the same global batch, so both set-ups share one definition of the model, data and arguments.
 """
 
 import os
@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hf_hope import HopeForCausalLM, LevelClockCallback
-from hf_hope.level_clock import LevelClock
+from hf_hope.clock.core import LevelClock
 
 from ..helpers import tiny_config
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from hf_hope import clock_kernels
-from hf_hope.clocked_optimizer import ClockedOptimizer
-from hf_hope.level_buffer import LevelBuffer
-from hf_hope.level_clock import LevelClock
+from hf_hope.clock import kernel as clock_kernels
+from hf_hope.clock.buffer import LevelBuffer
+from hf_hope.clock.clocked_optimizer import ClockedOptimizer
+from hf_hope.clock.core import LevelClock
 
 pytestmark = pytest.mark.skipif(not clock_kernels.triton_available(), reason="needs the triton extra")
 

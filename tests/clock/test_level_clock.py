@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from hf_hope import CMSLevel, ContinuumMemory, GatedMLP
-from hf_hope.clocked_optimizer import ClockedOptimizer
-from hf_hope.level_clock import LevelClock
+from hf_hope.clock.clocked_optimizer import ClockedOptimizer
+from hf_hope.clock.core import LevelClock
 
 PERIOD = 3
 

@@ -7,8 +7,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from hf_hope import HopeForCausalLM
-from hf_hope.level_clock import LevelClock
-from hf_hope.level_clock_callback import CLOCK_STATE_NAME, LevelClockCallback, _refuse_unsupported_setups
+from hf_hope.clock.callback import CLOCK_STATE_NAME, LevelClockCallback, _refuse_unsupported_setups
+from hf_hope.clock.core import LevelClock
 
 from ..helpers import RepeatedBatch, tiny_config, training_arguments
 

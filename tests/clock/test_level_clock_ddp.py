@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from .ddp_worker import GLOBAL_BATCH, MAX_STEPS, initial_weights, run_training
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
 SLOW_PERIOD = 4  # tiny_config's second CMS level
 TIMEOUT_S = 300

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hf_hope import HopeForCausalLM
-from hf_hope.online_learner import OnlineLearner
+from hf_hope.clock.online_learner import OnlineLearner
 
 from ..helpers import tiny_config
 

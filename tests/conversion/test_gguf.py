@@ -8,9 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
-from hf_hope.cli import build_parser, main
-from hf_hope.conversion import gguf
-from hf_hope.conversion.gguf import convert_gguf, smollm2_gguf_path
+from hf_hope.cli import build_parser
+from hf_hope.conversion import convert_gguf, gguf
+from hf_hope.smollm2 import smollm2_gguf_path
 
 
 @pytest.fixture
@@ -141,21 +141,6 @@ def test_cli_convert_gguf_help_and_flags():
     assert defaults == (None, "runs/smollm2-135m", "float32", False)
     args = build_parser().parse_args(["convert-gguf", "--dtype", "bfloat16", "--overwrite"])
     assert (args.dtype, args.overwrite) == ("bfloat16", True)
-
-
-def test_cli_convert_gguf_calls_the_converter(tmp_path, monkeypatch, capsys):
-    calls = []
-    monkeypatch.setattr(gguf, "convert_gguf", lambda *args, **kwargs: calls.append((args, kwargs)) or args[1])
-    main(["convert-gguf", "--gguf_file", "m.gguf", "--output_dir", str(tmp_path), "--dtype", "float16"])
-    assert [(str(args[0]), kwargs) for args, kwargs in calls] == [
-        ("m.gguf", {"dtype": torch.float16, "overwrite": False})
-    ]
-    assert str(tmp_path) in capsys.readouterr().out
-
-
-def test_cli_convert_gguf_reports_user_errors_without_traceback(tmp_path):
-    with pytest.raises(SystemExit, match="GGUF file not found"):
-        main(["convert-gguf", "--gguf_file", str(tmp_path / "absent.gguf"), "--output_dir", str(tmp_path / "out")])
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 from transformers import Trainer
 
 from hf_hope import M3, DeepMomentum, DeltaMomentum, LevelClockCallback, newton_schulz
-from hf_hope.newton_schulz import CUBIC, muon_scale
+from hf_hope.optim.newton_schulz import CUBIC, muon_scale
 
 from ..helpers import RepeatedBatch, tiny_model, training_arguments
 

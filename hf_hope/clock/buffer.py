@@ -8,7 +8,7 @@ the reference; on CUDA with Triton installed one kernel launch does the whole pa
 import torch
 from torch import nn
 
-from . import clock_kernels
+from . import kernel as clock_kernels
 
 IMPLEMENTATIONS = ("auto", "torch", "triton")
 

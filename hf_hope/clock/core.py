@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .level_buffer import LevelBuffer
-from .modeling.cms import UNTAGGED, LevelTag, parameter_levels
+from ..modeling.cms import UNTAGGED, LevelTag, parameter_levels
+from .buffer import LevelBuffer
 
 REDUCTIONS = ("mean", "sum")
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .evaluation import perplexity
+from .perplexity import perplexity
 
 Tokenizer = PreTrainedTokenizerBase | Callable[[str], Sequence[int]]
 Tasks = Sequence[tuple[str, DatasetDict]]

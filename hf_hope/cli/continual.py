@@ -11,10 +11,10 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..conversion.gguf import MODEL_CACHE_ENV, SMOLLM2_MODEL_ID, cached_smollm2
-from .experiment import format_comparison, run_experiment
-from .settings import STRATEGIES, ContinualSettings, check_strategy
-from .streams import STREAMS, get_stream, load_stream
+from ..continual.experiment import format_comparison, run_experiment
+from ..continual.settings import STRATEGIES, ContinualSettings, check_strategy
+from ..continual.streams import STREAMS, get_stream, load_stream
+from ..smollm2 import MODEL_CACHE_ENV, SMOLLM2_MODEL_ID, cached_smollm2
 
 # --quick: the packaged excerpts, a budget of seconds per task on a CPU and only the latest model on disk,
 # for fields left at their defaults.

@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from .newton_schulz import MUON, matrix_view, muon_scale, orthogonalize_all
-from .optimizer_base import (
+from .base import (
     AdamWSelector,
     CheckedOptimizer,
     MatrixOptimizerWithAdamW,
@@ -24,6 +23,7 @@ from .optimizer_base import (
     is_number,
     require,
 )
+from .newton_schulz import MUON, matrix_view, muon_scale, orthogonalize_all
 
 PRECONDITIONERS = ("none", "adam")
 

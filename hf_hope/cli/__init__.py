@@ -9,13 +9,13 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from .continual.command import ContinualExperimentSettings, StrategySettings, run_continual_experiment
-from .continual.evaluate_model import EvaluationSettings, run_evaluation
-from .conversion.gguf import GgufConversionSettings, run_gguf_conversion
-from .conversion.retrofit_command import RetrofitSettings, run_retrofit
-from .data.prepare import DataPreparationSettings, run_data_preparation
-from .demo import DemoSettings, run_demo
+from .continual import ContinualExperimentSettings, StrategySettings, run_continual_experiment
+from .continual_demo import DemoSettings, run_demo
+from .convert_gguf import GgufConversionSettings, run_gguf_conversion
+from .evaluate import EvaluationSettings, run_evaluation
 from .hope_demo import HopeDemoSettings, run_hope_demo
+from .prepare_data import DataPreparationSettings, run_data_preparation
+from .retrofit import RetrofitSettings, run_retrofit
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 

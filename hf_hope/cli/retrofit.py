@@ -8,11 +8,11 @@ from typing import Literal
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..conversion.adapter_io import save_cms_adapter
+from ..conversion.atomic_write import write_folder
+from ..conversion.cms_config import CMSConfig
+from ..conversion.retrofit import retrofit
 from ..model_card import write_model_card
-from ..output_folder import write_folder
-from .adapter_io import save_cms_adapter
-from .cms_config import CMSConfig
-from .retrofit import retrofit
 
 
 @dataclass

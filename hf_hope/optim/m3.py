@@ -5,8 +5,7 @@ from typing import Any
 
 import torch
 
-from .newton_schulz import MUON, orthogonalize_all
-from .optimizer_base import (
+from .base import (
     AdamWSelector,
     MatrixOptimizerWithAdamW,
     check_common,
@@ -16,6 +15,7 @@ from .optimizer_base import (
     is_number,
     require,
 )
+from .newton_schulz import MUON, orthogonalize_all
 
 ACCUMULATIONS = ("sum", "ema")
 

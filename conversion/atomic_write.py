@@ -1,13 +1,35 @@
-"""Write a folder atomically: build it under a hidden sibling name, then rename it into place.
+"""Atomic writes, the one helper every layer uses: build a file or folder under a temporary name, then rename it.
 
-An interrupted writer never leaves a half-written folder behind; an existing non-empty folder is replaced only when
-asked, as a whole, and never when it contains the working or home folder.
+An interrupted writer never leaves a half-written file or folder behind: the destination holds the old content or
+the new, never a mix. An existing non-empty folder is replaced only when asked, as a whole, and never when it
+contains the working or home folder. The model (`modeling/`) writes no files itself, so this lives in the lowest
+layer that does.
 """
 
+import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write; it replaces `path` when the block ends, and is removed on error."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through `atomic_file`."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text)
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:

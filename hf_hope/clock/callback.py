@@ -16,7 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .level_clock import LevelClock
+from ..conversion.atomic_write import atomic_file
+from .core import LevelClock
 
 CLOCK_STATE_NAME = "level_clock.safetensors"
 
@@ -62,9 +63,8 @@ class LevelClockCallback(TrainerCallback):
         tensors = {f"buffer.{index}": buffer for index, buffer in clock_state["buffers"].items()}
         tensors.update({f"seen.{index}": seen.to(torch.uint8) for index, seen in clock_state["seen"].items()})
         metadata = {key: json.dumps(clock_state[key]) for key in ("step", "skipped_steps", "layout")}
-        temporary = folder / (CLOCK_STATE_NAME + ".tmp")
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, folder / CLOCK_STATE_NAME)
+        with atomic_file(folder / CLOCK_STATE_NAME) as temporary:
+            save_file(tensors, temporary, metadata=metadata)
 
     def on_log(
         self,

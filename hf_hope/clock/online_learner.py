@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..conversion.atomic_write import atomic_file
 from .clocked_optimizer import ClockedOptimizer
-from .level_clock import LevelClock
+from .core import LevelClock
 
 LEARNER_STATE_NAME = "online_learner.pt"
 
@@ -115,9 +116,8 @@ class OnlineLearner:
         """Save the model (`save_pretrained`) and the learner's state, so another process can keep learning."""
         directory = Path(directory)
         self.model.save_pretrained(directory)
-        temporary = directory / (LEARNER_STATE_NAME + ".tmp")
-        torch.save(self.state_dict(), temporary)
-        os.replace(temporary, directory / LEARNER_STATE_NAME)
+        with atomic_file(directory / LEARNER_STATE_NAME) as temporary:
+            torch.save(self.state_dict(), temporary)
 
     def load(self, directory: str | os.PathLike) -> None:
         """Restore the learner's state saved by `save` (load the model itself with `from_pretrained`)."""

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from .level_clock import LevelClock, StepReport
+from .core import LevelClock, StepReport
 
 
 class ClockedOptimizer(torch.optim.Optimizer):

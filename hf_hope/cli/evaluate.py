@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..continual.blocks import task_blocks
+from ..continual.classification import ClassificationStream
+from ..continual.perplexity import perplexity
+from ..continual.run_folder import write_json
+from ..continual.streams import STREAMS, get_stream, load_stream
 from ..conversion import load_cms_adapter
 from ..model_card import describe_folder
-from .classification import ClassificationStream
-from .data import task_blocks
-from .evaluation import perplexity
-from .run_folder import write_json
-from .streams import STREAMS, get_stream, load_stream
 
 RESULTS_NAME = "eval_results.json"
 

@@ -17,11 +17,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .continual import ContinualSettings
-from .continual.experiment import format_comparison, run_experiment
-from .conversion import cached_smollm2
-from .conversion.gguf import SMOLLM2_MODEL_ID
-from .data import load_domains
+from ..continual import ContinualSettings
+from ..continual.experiment import format_comparison, run_experiment
+from ..data import load_domains
+from ..smollm2 import SMOLLM2_MODEL_ID, cached_smollm2
 
 # The strategies compared, each with the learning rate chosen for it on this stream (see the README's table).
 FULL = ContinualSettings(strategy="full", learning_rate=1e-4)

@@ -22,8 +22,9 @@ from cuda_timing import cuda_seconds  # sibling module: benchmarks run as script
 from transformers import AutoModelForCausalLM
 
 from hf_hope import HopeConfig
-from hf_hope.modeling import memory_kernels
-from hf_hope.modeling.memory_chunk import BetaTerms, SegmentCoefficients, read_updated
+from hf_hope.modeling.memory_chunk_kernels import chunk_read
+from hf_hope.modeling.memory_dual_form import BetaTerms, SegmentCoefficients, read_updated
+from hf_hope.modeling.memory_triton_common import triton_available
 
 DEVICE = "cuda"
 HIDDEN_SIZE, NUM_HEADS, HEAD_DIM, CHUNK_SIZE, EXPANSION = 1024, 8, 128, 64, 2
@@ -103,7 +104,7 @@ def read_row(tokens: int, din: int, dout: int, dtype: torch.dtype, backward: boo
     problem = read_problem(tokens, din, dout, dtype)
     seconds = {
         label: cuda_seconds(read_step(read, problem, backward), settings.warmup, settings.repeats)
-        for label, read in (("torch", read_updated), ("kernel", memory_kernels.chunk_read))
+        for label, read in (("torch", read_updated), ("kernel", chunk_read))
     }
     multiplier = 3 if backward else 1
     flops, bytes_moved = read_counts(tokens, din, dout, dtype)
@@ -244,7 +245,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     settings = parser.parse_args()
-    if not torch.cuda.is_available() or not memory_kernels.triton_available():
+    if not torch.cuda.is_available() or not triton_available():
         raise SystemExit("This benchmark needs a CUDA device and Triton (pip install 'hf-hope[triton]').")
     torch.backends.cuda.matmul.allow_tf32 = settings.tf32
     torch.backends.cudnn.allow_tf32 = settings.tf32

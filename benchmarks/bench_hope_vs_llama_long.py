@@ -25,7 +25,7 @@ from cuda_timing import cuda_seconds  # sibling module: benchmarks run as script
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from hf_hope import HopeConfig
-from hf_hope.modeling import memory_kernels
+from hf_hope.modeling.memory_triton_common import triton_available
 
 DEVICE = "cuda"
 VOCAB_SIZE = 32000
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--decode-steps", type=int, default=32)
     args = parser.parse_args()
-    if not torch.cuda.is_available() or not memory_kernels.triton_available():
+    if not torch.cuda.is_available() or not triton_available():
         raise SystemExit("This benchmark needs a CUDA device and Triton (pip install 'hf-hope[triton]').")
     torch.backends.cuda.matmul.allow_tf32 = True
     lengths, contexts = ([1024, 2048], [256, 1024]) if args.quick else ([2048, 4096, 8192, 32768], [1024, 32768])

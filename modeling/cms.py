@@ -1,29 +1,18 @@
 """Continuum Memory System: a chain (or weighted sum) of MLP levels, each updated at its own frequency.
 
 Every level carries a *period* (optimizer steps between its updates; `None` means frozen) and a learning-rate
-scale. Training loops read them with `parameter_levels(model)`; parameters outside any level are level 0 with
-period 1. HOPE builds its CMS blocks here and the CMS adapter wraps pretrained FFNs with the same classes, so one
-level clock serves both.
+scale, checked by the one level contract (`levels.py`). Training loops read them with `parameter_levels(model)`;
+parameters outside any level are level 0 with period 1. HOPE builds its CMS blocks here and the CMS adapter wraps
+pretrained FFNs with the same classes, so one level clock serves both.
 """
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from .levels import DEFAULT_LR_SCALE, checked_tag
 from .normalization import HopeRMSNorm
-
-
-class LevelTag(NamedTuple):
-    """Where a parameter sits in the nested optimisation: its level, update period and learning-rate scale."""
-
-    level: int
-    period: int | None
-    lr_scale: float
-
-
-UNTAGGED = LevelTag(level=0, period=1, lr_scale=1.0)
 
 
 class GatedMLP(nn.Module):
@@ -46,16 +35,17 @@ class CMSLevel(nn.Module):
     """
 
     def __init__(
-        self, mlp: nn.Module, level: int, period: int | None, lr_scale: float = 1.0, norm: nn.Module | None = None
+        self,
+        mlp: nn.Module,
+        level: int,
+        period: int | None,
+        lr_scale: float = DEFAULT_LR_SCALE,
+        norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if level < 1:
-            raise ValueError(f"level={level} is invalid: CMS levels are numbered from 1 (level 0 is untagged).")
-        if period is not None and period < 1:
-            raise ValueError(f"period={period} is invalid: it must be an int >= 1 or None (frozen).")
+        self.level_tag = checked_tag(level, period, lr_scale)
         self.norm = norm if norm is not None else nn.Identity()
         self.mlp = mlp
-        self.level_tag = LevelTag(level=level, period=period, lr_scale=float(lr_scale))
         if period is None:
             self.requires_grad_(False)
 
@@ -103,25 +93,9 @@ class ContinuumMemory(nn.Module):
                 GatedMLP(hidden_size, spec["intermediate_size"]),
                 level=index + 1,
                 period=spec["period"],
-                lr_scale=spec.get("lr_scale", 1.0),
+                lr_scale=spec.get("lr_scale", DEFAULT_LR_SCALE),
                 norm=HopeRMSNorm(hidden_size, eps=rms_norm_eps),
             )
             for index, spec in enumerate(level_specs)
         ]
         return cls(levels, variant=variant)
-
-
-def parameter_levels(model: nn.Module) -> dict[str, LevelTag]:
-    """Map every parameter name of `model` to its `LevelTag`.
-
-    A module with a `level_tag` attribute (a `CMSLevel`, an FFN retrofitted by the CMS adapter) tags every
-    parameter below it; a nested tag overrides an outer one. Parameters without a tag get `UNTAGGED`.
-    """
-    tags = dict.fromkeys((name for name, _ in model.named_parameters()), UNTAGGED)
-    for module_name, module in model.named_modules():  # parents come before their children
-        tag = getattr(module, "level_tag", None)
-        if isinstance(tag, LevelTag):
-            prefix = f"{module_name}." if module_name else ""
-            for param_name, _ in module.named_parameters():
-                tags[prefix + param_name] = tag
-    return tags

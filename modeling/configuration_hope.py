@@ -3,6 +3,8 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from .levels import check_level_spec
+
 CMS_VARIANTS = ("sequential", "independent")
 MEMORY_IMPLEMENTATIONS = ("auto", "triton", "chunk", "recurrent")
 DEFAULT_CMS_LEVELS = ({"intermediate_size": 4, "period": 1}, {"intermediate_size": 4, "period": 8})
@@ -30,8 +32,9 @@ class HopeConfig(PreTrainedConfig):
         self_modifying: Whether the generator memories of keys, values, learning rate and retention learn in
             context. `False` gives plain Titans with static projections.
         self_generated_values: Whether the main memory's target is `M(v_t)` (self-generated) rather than `v_t`.
-        cms_levels: CMS levels from the first applied to the last, each a dict with `intermediate_size` (int),
-            `period` (optimizer steps between updates, or `None` for frozen) and optionally `lr_scale` (float).
+        cms_levels: CMS levels from the first applied to the last (levels 1, 2, ... in that order), each a dict with
+            `intermediate_size` (int), `period` (optimizer steps between updates, `None` for frozen; 1 when
+            omitted) and optionally `lr_scale` (a finite float > 0, default 1.0).
             The default is two levels of width `4 * hidden_size`, updated every step and every 8 steps.
         cms_variant: `"sequential"` (a chain `z <- z + MLP_l(norm(z))`) or `"independent"` (a learnable
             weighted sum of the level outputs).
@@ -134,28 +137,13 @@ def normalize_cms_levels(levels: list) -> list[dict]:
     normalized = []
     for index, level in enumerate(levels):
         where = f"cms_levels[{index}]"
-        if not isinstance(level, dict):
-            raise ValueError(f"{where}={level!r} is invalid: each level is a dict with intermediate_size and period.")
-        unknown = set(level) - {"intermediate_size", "period", "lr_scale"}
-        if unknown:
-            raise ValueError(
-                f"{where} has unknown keys {sorted(unknown)}: allowed keys are intermediate_size, period, lr_scale."
-            )
+        level = check_level_spec(level, f"{where}.", allowed_keys=("intermediate_size",))
         if "intermediate_size" not in level:
             raise ValueError(f"{where} has no intermediate_size: give the width of the level's MLP (an int >= 1).")
         size = level["intermediate_size"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"{where}.intermediate_size={size!r} is invalid: it must be an int >= 1.")
-        period = level.get("period", 1)
-        if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
-            raise ValueError(
-                f"{where}.period={period!r} is invalid: it must be an int >= 1 (optimizer steps between updates) "
-                "or None (frozen)."
-            )
-        lr_scale = level.get("lr_scale", 1.0)
-        if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or lr_scale < 0:
-            raise ValueError(f"{where}.lr_scale={lr_scale!r} is invalid: it must be a number >= 0.")
-        normalized.append({"intermediate_size": size, "period": period, "lr_scale": float(lr_scale)})
+        normalized.append({"intermediate_size": size, "period": level["period"], "lr_scale": level["lr_scale"]})
     return normalized
 
 

@@ -14,26 +14,28 @@ beforehand in torch.
 
 import torch
 
-from .memory_chunk import main_memory_errors
-from .memory_kernels import block_size, require_kernels, triton
-from .memory_state import MemoryState
+from .memory_dual_form import MAIN_MEMORY, generator_errors, main_memory_errors
+from .memory_state import MemoryMixer, MemoryState, starts_chunk
+from .memory_triton_common import block_size, require_kernels, tl, triton
 
 
 def decode_forward(
-    mixer, queries_in: torch.Tensor, generator_in: torch.Tensor, mask: torch.Tensor | None, state: MemoryState
+    mixer: MemoryMixer,
+    queries_in: torch.Tensor,
+    generator_in: torch.Tensor,
+    mask: torch.Tensor | None,
+    state: MemoryState,
 ) -> tuple[torch.Tensor, MemoryState]:
     """Run the mixer's memories over one token (`[batch, heads, 1, head_dim]` inputs); no autograd."""
     if queries_in.shape[2] != 1:
         raise ValueError(f"decode_forward takes one token, got {queries_in.shape[2]}; use chunk_forward.")
-    head_dim, chunk_size = mixer.head_dim, mixer.chunk_size
+    chunk_size = mixer.chunk_size
     weights, chunk_start = dict(state.weights), dict(state.chunk_start)
-    if state.position % chunk_size == 0:
+    if starts_chunk(state.position, chunk_size):
         chunk_start = dict(weights)
     momentum = state.momentum
     mask = None if mask is None else mask[:, None, :].to(queries_in.dtype)
-    query_tail = kv_tail = None
-    if state.conv is not None:
-        query_tail, kv_tail = state.conv[..., :head_dim], state.conv[..., head_dim:]
+    query_tail, kv_tail = state.conv_tails(mixer.head_dim)
     queries, query_tail = mixer.queries(queries_in, mask, query_tail)
     generated = generator_in @ chunk_start["generator"].transpose(-1, -2)
     keys, values, kv_tail = mixer.keys_values(generated, mask, kv_tail)
@@ -50,18 +52,17 @@ def decode_forward(
         "activation": activation[:, :, 0],
         "errors_w2": errors_w2[:, :, 0],
     }
-    main_momentum = None if momentum is None else {name: momentum[name] for name in ("w1", "w2")}
+    main_momentum = None if momentum is None else {name: momentum[name] for name in MAIN_MEMORY}
     read, new_weights, new_momentum = decode_step(weights, main_momentum, vectors, rates, active)
     weights.update(new_weights)
     if mixer.self_modifying:
-        # Linear generators G with target G v: e = 2 (G k - G v) + G k = G (3 k - 2 v).
-        errors = ((3 * keys - 2 * values) @ chunk_start["generator"].transpose(-1, -2))[:, :, 0]
+        errors = generator_errors(chunk_start["generator"], keys, values)[:, :, 0]
         old = None if momentum is None else momentum["generator"]
         weights["generator"], new_momentum["generator"] = decode_update(
             weights["generator"], old, errors, keys[:, :, 0], rates, active
         )
     position = state.position + 1
-    if position % chunk_size == 0:
+    if starts_chunk(position, chunk_size):
         chunk_start = dict(weights)
     conv = torch.cat([query_tail, kv_tail], dim=-1)
     new_state = MemoryState(
@@ -71,7 +72,6 @@ def decode_forward(
 
 
 if triton is not None:
-    import triton.language as tl
 
     @triton.jit
     def _decode_update_kernel(

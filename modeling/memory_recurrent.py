@@ -3,13 +3,15 @@
 It transcribes the chunk-wise semantics literally, one token at a time, with full matrices: at every chunk
 boundary the chunk-start weights are refreshed; token t's generators read the chunk-start state, its inner
 gradients are taken there, then `S = beta S - eta g` and `W = alpha W + S` update each memory, and the main memory
-is read with the updated weights. With `chunk_size=1` it is the fully sequential recurrence.
+is read with the updated weights. With `chunk_size=1` it is the fully sequential recurrence. It reads only the
+mixer's configuration and raw parameters (`MemoryMixer`'s attributes, not its feature methods) and transcribes the
+conv, the normalisation and the rates itself, so it does not share the code it checks.
 """
 
 import torch
 import torch.nn.functional as F
 
-from .memory_state import MemoryState
+from .memory_state import MemoryMixer, MemoryState, starts_chunk
 
 
 def _outer(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -45,8 +47,25 @@ def inner_gradients(
     }
 
 
+def token_rates(mixer: MemoryMixer, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`eta_t`, `alpha_t` and `beta` `[batch, heads]` of one token from its generators' outputs `[batch, heads, rows]`.
+
+    `eta_t = memory_lr_max * sigmoid(G_eta x_t + eta_bias)`, `alpha_t = sigmoid(G_alpha x_t + alpha_bias)` (rows
+    `2 * head_dim` and `2 * head_dim + 1`) and the per-head constant `beta = sigmoid(momentum_logit)`.
+    """
+    head_dim = mixer.head_dim
+    eta = mixer.memory_lr_max * torch.sigmoid(generated[..., 2 * head_dim] + mixer.eta_bias)
+    alpha = torch.sigmoid(generated[..., 2 * head_dim + 1] + mixer.alpha_bias)
+    beta = torch.sigmoid(mixer.momentum_logit.to(generated.dtype)).expand_as(eta)
+    return eta, alpha, beta
+
+
 def recurrent_forward(
-    mixer, queries_in: torch.Tensor, generator_in: torch.Tensor, mask: torch.Tensor | None, state: MemoryState
+    mixer: MemoryMixer,
+    queries_in: torch.Tensor,
+    generator_in: torch.Tensor,
+    mask: torch.Tensor | None,
+    state: MemoryState,
 ) -> tuple[torch.Tensor, MemoryState]:
     """Same contract as `chunk_forward`, computed one token at a time."""
     batch, heads, total, head_dim = queries_in.shape
@@ -64,7 +83,7 @@ def recurrent_forward(
     position = state.position
     outputs = []
     for t in range(total):
-        if position % chunk_size == 0:
+        if starts_chunk(position, chunk_size):
             chunk_start = dict(weights)
         active = torch.ones(batch, 1, 1, dtype=queries_in.dtype, device=queries_in.device)
         if mask is not None:
@@ -75,12 +94,8 @@ def recurrent_forward(
         convolved = F.silu((window * conv_weight.transpose(-1, -2)[None]).sum(dim=2))
         queries, keys, values = convolved.split(head_dim, dim=-1)
         queries, keys, values = (F.normalize(tensor, dim=-1) for tensor in (queries, keys, values))
-        eta, log_alpha, log_beta, _ = mixer.rates(generated[:, :, None], active)
-        eta, alpha, beta = (
-            eta[..., 0, None, None],
-            log_alpha[..., 0, None, None].exp(),
-            log_beta[..., 0, None, None].exp(),
-        )
+        # Padded tokens' rates are computed too, but `written` below keeps their state unchanged.
+        eta, alpha, beta = (rate[..., None, None] for rate in token_rates(mixer, generated))
 
         gradients = inner_gradients(chunk_start, keys, values, mixer.self_generated_values)
         written = active[..., None] > 0
@@ -92,7 +107,7 @@ def recurrent_forward(
         outputs.append(queries + _matvec(weights["w1"], F.silu(_matvec(weights["w2"], queries))))
         position += 1
 
-    if position % chunk_size == 0:
+    if starts_chunk(position, chunk_size):
         chunk_start = dict(weights)
     conv_tail = window[:, :, 1:]
     new_state = MemoryState(

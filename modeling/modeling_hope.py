@@ -23,8 +23,6 @@ from .configuration_hope import HopeConfig
 from .normalization import HopeRMSNorm
 from .titans import SelfModifyingTitans
 
-ALPHA_BIAS_INIT = 6.0  # retention sigmoid(6) ~ 0.9975 per token at initialisation
-
 
 class HopeDecoderLayer(GradientCheckpointingLayer):
     """One HOPE block: self-modifying Titans mixer, then the CMS chain."""
@@ -69,16 +67,7 @@ class HopePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, SelfModifyingTitans):
-            head_std = module.head_dim**-0.5
-            conv_bound = module.conv_size**-0.5
-            init.uniform_(module.conv_weight, -conv_bound, conv_bound)
-            init.normal_(module.generator_kv, std=head_std)
-            init.zeros_(module.generator_rates)
-            init.normal_(module.memory_w1, std=self.config.initializer_range)
-            init.normal_(module.memory_w2, std=head_std)
-            init.zeros_(module.eta_bias)
-            init.constant_(module.alpha_bias, ALPHA_BIAS_INIT)
-            init.zeros_(module.momentum_logit)
+            module.reset_memory_parameters(self.config.initializer_range)
         elif isinstance(module, ContinuumMemory) and module.variant == "independent":
             init.constant_(module.level_weights, 1.0 / len(module.levels))
 

@@ -8,6 +8,9 @@ self-generated targets `G v` contracting: a long run of one repeated token would
 bound). The main memory is a per-head residual MLP `M(z) = z + W1 silu(W2 z)`. Every memory learns in context
 by DGD with momentum and retention on `||M(k_t) - vhat_t||^2`. The output goes through a per-head RMSNorm and a
 sigmoid gate before `o_proj`.
+
+Inside HOPE the mixer is built from the model's `HopeConfig`; `SelfModifyingTitans.from_kwargs(hidden_size=...,
+num_heads=..., chunk_size=...)` builds and initialises one as a stand-alone layer.
 """
 
 from functools import partial
@@ -15,19 +18,23 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 
 from .configuration_hope import HopeConfig
+from .memory_carry_kernels import carry_state
 from .memory_chunk import chunk_forward
+from .memory_chunk_kernels import chunk_read
 from .memory_decode import decode_forward
-from .memory_kernels import KERNEL_DTYPES, carry_state, chunk_read, kernels_usable, triton_available
 from .memory_recurrent import recurrent_forward
-from .memory_state import MemoryState
+from .memory_state import MemoryForward, MemoryState, Rates
+from .memory_triton_common import KERNEL_DTYPES, kernels_usable, triton_available
 from .normalization import HopeRMSNorm
 
-MEMORY_FORWARDS = {"chunk": chunk_forward, "recurrent": recurrent_forward}
+MEMORY_FORWARDS: dict[str, MemoryForward] = {"chunk": chunk_forward, "recurrent": recurrent_forward}
+ALPHA_BIAS_INIT = 6.0  # retention sigmoid(6) ~ 0.9975 per token at initialisation
 
 
-def memory_forward_for(implementation: str, queries_in: torch.Tensor):
+def memory_forward_for(implementation: str, queries_in: torch.Tensor) -> MemoryForward:
     """The memory forward that `implementation` selects for these inputs (`[batch, heads, length, head_dim]`).
 
     `"auto"` takes the Triton kernels on CUDA when Triton is installed and the memories compute in float32 or
@@ -57,7 +64,11 @@ def memory_forward_for(implementation: str, queries_in: torch.Tensor):
 
 
 class SelfModifyingTitans(nn.Module):
-    """Self-modifying Titans mixer over `[batch, length, hidden_size]` inputs with a carried `MemoryState`."""
+    """Self-modifying Titans mixer over `[batch, length, hidden_size]` inputs with a carried `MemoryState`.
+
+    It is the `MemoryMixer` of the memory ops. `SelfModifyingTitans(config)` leaves the parameters to the model's
+    initialisation; `from_kwargs` initialises them itself.
+    """
 
     def __init__(self, config: HopeConfig) -> None:
         super().__init__()
@@ -85,6 +96,66 @@ class SelfModifyingTitans(nn.Module):
         self.alpha_bias = nn.Parameter(torch.empty(heads))
         self.momentum_logit = nn.Parameter(torch.empty(heads))
         self.o_norm = HopeRMSNorm(head_dim, eps=config.rms_norm_eps)
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        *,
+        hidden_size: int = 512,
+        num_heads: int = 8,
+        head_dim: int | None = None,
+        chunk_size: int = 64,
+        conv_size: int = 4,
+        memory_expansion: int = 2,
+        memory_lr_max: float | None = None,
+        self_modifying: bool = True,
+        self_generated_values: bool = True,
+        memory_recompute_chunks: int | None = None,
+        rms_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+    ) -> "SelfModifyingTitans":
+        """A mixer from keyword arguments, initialised like HOPE's, for use as a layer outside HOPE.
+
+        The arguments, their defaults and their validation are those of `HopeConfig` (`head_dim` defaults to
+        `hidden_size // num_heads`, `memory_lr_max` to `min(0.1, 0.25 / chunk_size)`): the mixer equals the one
+        built from the `HopeConfig` with the same values.
+        """
+        config = HopeConfig(
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            chunk_size=chunk_size,
+            conv_size=conv_size,
+            memory_expansion=memory_expansion,
+            memory_lr_max=memory_lr_max,
+            self_modifying=self_modifying,
+            self_generated_values=self_generated_values,
+            memory_recompute_chunks=memory_recompute_chunks,
+            rms_norm_eps=rms_norm_eps,
+            initializer_range=initializer_range,
+        )
+        mixer = cls(config)
+        for projection in (mixer.q_proj, mixer.in_proj, mixer.g_proj, mixer.o_proj):
+            init.normal_(projection.weight, std=initializer_range)
+        mixer.reset_memory_parameters(initializer_range)
+        return mixer
+
+    def reset_memory_parameters(self, initializer_range: float) -> None:
+        """HOPE's initialisation of the conv and of the memories' initial states and rate parameters.
+
+        The projections are plain `nn.Linear`s (normal with std `initializer_range` in HOPE). Loaded weights
+        (flagged by transformers) are left alone.
+        """
+        head_std = self.head_dim**-0.5
+        conv_bound = self.conv_size**-0.5
+        init.uniform_(self.conv_weight, -conv_bound, conv_bound)
+        init.normal_(self.generator_kv, std=head_std)
+        init.zeros_(self.generator_rates)
+        init.normal_(self.memory_w1, std=initializer_range)
+        init.normal_(self.memory_w2, std=head_std)
+        init.zeros_(self.eta_bias)
+        init.constant_(self.alpha_bias, ALPHA_BIAS_INIT)
+        init.zeros_(self.momentum_logit)
 
     def initial_state(self, batch_size: int) -> MemoryState:
         """The state before the first token: the trained initial memories, zero momentum, empty conv window."""
@@ -131,9 +202,7 @@ class SelfModifyingTitans(nn.Module):
             convolved = convolved + weight[None, :, None, :, offset] * window[:, :, offset : offset + length]
         return F.silu(convolved), window[:, :, length:].clone()
 
-    def rates(
-        self, generated: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def rates(self, generated: torch.Tensor, mask: torch.Tensor | None) -> Rates:
         """Per-token `eta`, `log alpha`, `log beta` and write flag `[batch, heads, length]`; padding is a no-op.
 
         Without a mask the write flag is None and `log beta` (a per-head constant) has batch dimension 1.

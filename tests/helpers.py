@@ -88,3 +88,10 @@ def training_arguments(output_dir, max_steps: int) -> TrainingArguments:
         use_cpu=True,
         disable_tqdm=True,
     )
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """`||actual - expected|| / ||expected||` (Frobenius norms, in float64); a non-finite `actual` fails clearly."""
+    actual, expected = actual.double(), expected.double()
+    assert torch.isfinite(actual).all(), "non-finite values: an output was left unwritten or diverged"
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()

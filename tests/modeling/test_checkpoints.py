@@ -1,4 +1,4 @@
-"""Checkpoints (DESIGN.md invariant 4): save/load, remote-code load without hf_hope, offline hub cache, mismatches."""
+"""Checkpoints (docs/design.md, invariant 4): save/load, remote-code load without hf_hope, hub cache, mismatches."""
 
 import json
 import os

@@ -1,21 +1,20 @@
 """The mixer's memories: chunk-parallel == token-by-token reference (DESIGN.md invariants 1 and 2)."""
 
+import inspect
+
 import pytest
 import torch
 
-from hf_hope.modeling.memory_recurrent import inner_gradients
-from hf_hope.modeling.memory_state import MemoryState
-from hf_hope.modeling.titans import SelfModifyingTitans
+import hf_hope
+from hf_hope.modeling.memory_recurrent import inner_gradients, token_rates
+from hf_hope.modeling.memory_state import MemoryMixer, MemoryState, starts_chunk
+from hf_hope.modeling.titans import ALPHA_BIAS_INIT, SelfModifyingTitans
 
-from ..helpers import tiny_model
+from ..helpers import relative_error, tiny_config, tiny_model
 
 
 def make_mixer(**overrides) -> SelfModifyingTitans:
     return tiny_model(**overrides).model.layers[0].mixer
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
 
 
 def assert_states_close(actual: MemoryState, expected: MemoryState, tolerance: float = 1e-6) -> None:
@@ -140,3 +139,78 @@ def test_repeated_token_stays_finite():
     with torch.no_grad():
         logits = model(torch.full((1, 2048), 7)).logits
     assert torch.isfinite(logits).all()
+
+
+def test_the_oracle_transcribes_the_rates_of_the_mixer():
+    """The token-by-token reference computes eta, alpha and beta itself; they equal `rates` token by token."""
+    mixer = make_mixer()
+    generated = torch.randn(2, 2, 5, 2 * mixer.head_dim + 2, dtype=torch.float64)
+    eta, log_alpha, log_beta, write = mixer.rates(generated, None)
+    assert write is None
+    for t in range(generated.shape[2]):
+        expected = (eta[..., t], log_alpha[..., t].exp(), log_beta[..., t].exp().expand_as(eta[..., t]))
+        for actual, wanted in zip(token_rates(mixer, generated[:, :, t]), expected, strict=True):
+            torch.testing.assert_close(actual, wanted, rtol=1e-12, atol=0)
+
+
+def test_chunk_starts_every_chunk_size_tokens():
+    assert [position for position in range(10) if starts_chunk(position, 3)] == [0, 3, 6, 9]
+    assert all(starts_chunk(position, 1) for position in range(5))
+
+
+# The keyword arguments of `from_kwargs` and the HopeConfig fields they stand for.
+MIXER_KEYWORDS = {
+    "hidden_size": 32,
+    "num_heads": 2,
+    "chunk_size": 3,
+    "conv_size": 3,
+    "memory_expansion": 3,
+    "memory_lr_max": 0.05,
+    "self_generated_values": False,
+    "memory_recompute_chunks": 2,
+    "rms_norm_eps": 1e-5,
+}
+
+
+def test_mixer_from_keywords_equals_the_mixer_from_its_config():
+    from_config = make_mixer(**MIXER_KEYWORDS)
+    from_keywords = SelfModifyingTitans.from_kwargs(**MIXER_KEYWORDS).to(torch.float64)
+    assert isinstance(from_keywords, MemoryMixer) and isinstance(from_config, MemoryMixer)
+    from_keywords.load_state_dict(from_config.state_dict(), strict=True)
+    for name in ("num_heads", "head_dim", "chunk_size", "conv_size", "recompute_chunks", "memory_lr_max"):
+        assert getattr(from_keywords, name) == getattr(from_config, name), name
+    assert from_keywords.o_norm.variance_epsilon == from_config.o_norm.variance_epsilon
+    hidden = torch.randn(2, 11, 32, dtype=torch.float64)
+    mask = torch.ones(2, 11)
+    mask[1, :4] = 0
+    for implementation in ("chunk", "recurrent"):
+        out, state = from_config(hidden, mask, implementation=implementation)
+        keyword_out, keyword_state = from_keywords(hidden, mask, implementation=implementation)
+        assert torch.equal(keyword_out, out), implementation
+        for name, weights in state.weights.items():
+            assert torch.equal(keyword_state.weights[name], weights), (implementation, name)
+
+
+def test_mixer_keywords_have_the_config_defaults():
+    signature = inspect.signature(SelfModifyingTitans.from_kwargs)
+    defaults = hf_hope.HopeConfig()
+    for name, parameter in signature.parameters.items():
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, name
+        if name not in ("head_dim", "memory_lr_max"):  # derived by HopeConfig from the other fields when None
+            assert parameter.default == getattr(defaults, name), name
+    mixer = SelfModifyingTitans.from_kwargs(hidden_size=64, num_heads=4, chunk_size=8)
+    config = tiny_config(hidden_size=64, num_heads=4, chunk_size=8)
+    assert (mixer.head_dim, mixer.memory_lr_max) == (config.head_dim, config.memory_lr_max) == (16, 0.25 / 8)
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        SelfModifyingTitans.from_kwargs(hidden_size=30, num_heads=4)
+
+
+def test_mixer_from_keywords_is_initialised_like_hope():
+    mixer = SelfModifyingTitans.from_kwargs(hidden_size=32, num_heads=2)
+    assert all(torch.isfinite(parameter).all() for parameter in mixer.parameters())
+    assert torch.equal(mixer.alpha_bias, torch.full((2,), ALPHA_BIAS_INIT))
+    for zeros in (mixer.eta_bias, mixer.momentum_logit, mixer.generator_rates):
+        assert not zeros.any()
+    assert mixer.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    out, _ = mixer(torch.randn(1, 9, 32))
+    assert out.shape == (1, 9, 32) and torch.isfinite(out).all()

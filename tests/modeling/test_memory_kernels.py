@@ -13,23 +13,20 @@ import copy
 import pytest
 import torch
 
-from hf_hope.modeling import memory_decode, memory_kernels
-from hf_hope.modeling.memory_chunk import (
-    BetaTerms,
-    EndCoefficients,
-    SegmentCoefficients,
-    chunk_forward,
-    final_state,
-    read_updated,
-)
-from hf_hope.modeling.memory_decode import decode_forward
+from hf_hope.modeling.memory_carry_kernels import carry_state
+from hf_hope.modeling.memory_chunk import chunk_forward
+from hf_hope.modeling.memory_chunk_kernels import chunk_read
+from hf_hope.modeling.memory_decode import decode_forward, decode_update
+from hf_hope.modeling.memory_dual_form import BetaTerms, EndCoefficients, SegmentCoefficients, final_state, read_updated
 from hf_hope.modeling.memory_recurrent import recurrent_forward
+from hf_hope.modeling.memory_state import MemoryState
+from hf_hope.modeling.memory_triton_common import triton_available
 from hf_hope.modeling.titans import memory_forward_for
 
-from ..helpers import tiny_model
+from ..helpers import relative_error, tiny_model
 
 pytestmark = [
-    pytest.mark.skipif(not memory_kernels.triton_available(), reason="needs the triton extra"),
+    pytest.mark.skipif(not triton_available(), reason="needs the triton extra"),
     pytest.mark.usefixtures("nan_poisoned_allocations"),
 ]
 
@@ -45,12 +42,6 @@ def _ieee_float32():
     torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double(), expected.double()
-    assert torch.isfinite(actual).all(), "non-finite values: an output was left unwritten"
-    return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
 
 
 def read_inputs(batch, heads, chunks, length, din, dout, with_momentum, dtype):
@@ -105,7 +96,7 @@ def run_read(read, inputs: dict, dtype: torch.dtype):
 
 def check_read(dtype, with_momentum, length, din, dout):
     inputs = read_inputs(1, 2, 2, length, din, dout, with_momentum, dtype)
-    out, grads = run_read(memory_kernels.chunk_read, inputs, dtype)
+    out, grads = run_read(chunk_read, inputs, dtype)
     expected, expected_grads = run_read(read_updated, inputs, torch.float64)
     assert out.dtype == dtype
     assert relative_error(out, expected) <= TOLERANCE[dtype]
@@ -159,7 +150,7 @@ def run_carry(carry, inputs: dict, dtype: torch.dtype):
 @pytest.mark.parametrize(("length", "din", "dout"), [(1, 8, 24), (13, 33, 17), (64, 72, 80)], ids=str)
 def test_carry_state_matches_the_torch_carry(dtype, with_momentum, length, din, dout):
     inputs = read_inputs(2, 3, 1, length, din, dout, with_momentum, dtype)
-    states, grads = run_carry(memory_kernels.carry_state, inputs, dtype)
+    states, grads = run_carry(carry_state, inputs, dtype)
     expected_states, expected_grads = run_carry(final_state, inputs, torch.float64)
     for state, expected in zip(states, expected_states, strict=True):
         assert state.dtype == dtype
@@ -193,6 +184,15 @@ def mixer_run(mixer, hidden, mask, implementation, dtype):
     return out, state, grads
 
 
+def assert_memories_close(state: MemoryState, reference_state: MemoryState, tolerance: float) -> None:
+    """Weights, chunk-start weights and momentum of every memory within `tolerance` of the reference's."""
+    for name in reference_state.weights:
+        assert relative_error(state.weights[name], reference_state.weights[name]) <= tolerance, name
+        assert relative_error(state.chunk_start[name], reference_state.chunk_start[name]) <= tolerance, name
+    for name in reference_state.momentum:
+        assert relative_error(state.momentum[name], reference_state.momentum[name]) <= tolerance, name
+
+
 # (chunk size, head width, odd length, left padding)
 MIXER_CASES = [(1, 8, 7, True), (16, 8, 5, True), (16, 8, 21, False), (3, 16, 11, False)]
 FULL_MIXER_CASES = [(16, 64, 67), (64, 64, 131), (64, 128, 67), (1, 128, 9)]
@@ -210,11 +210,7 @@ def check_mixer_against_references(chunk_size, head_dim, length, masked, self_mo
     tolerance = TOLERANCE[torch.float32]
     assert relative_error(expected, reference) <= 1e-9  # the torch chunk path is the oracle's equal
     assert relative_error(out, reference) <= tolerance
-    for name in reference_state.weights:
-        assert relative_error(state.weights[name], reference_state.weights[name]) <= tolerance, name
-        assert relative_error(state.chunk_start[name], reference_state.chunk_start[name]) <= tolerance, name
-    for name in reference_state.momentum:
-        assert relative_error(state.momentum[name], reference_state.momentum[name]) <= tolerance, name
+    assert_memories_close(state, reference_state, tolerance)
     assert set(grads) == set(expected_grads)
     for name, grad in grads.items():
         if expected_grads[name].norm() > 0:
@@ -285,11 +281,7 @@ def test_decoding_step_matches_the_token_by_token_reference(chunk_size, head_dim
     tolerance = TOLERANCE[torch.float32]
     assert relative_error(torch.cat(outputs, dim=1), reference) <= tolerance
     assert state.position == reference_state.position
-    for name in reference_state.weights:
-        assert relative_error(state.weights[name], reference_state.weights[name]) <= tolerance, name
-        assert relative_error(state.chunk_start[name], reference_state.chunk_start[name]) <= tolerance, name
-    for name in reference_state.momentum:
-        assert relative_error(state.momentum[name], reference_state.momentum[name]) <= tolerance, name
+    assert_memories_close(state, reference_state, tolerance)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -300,9 +292,7 @@ def test_decode_update_in_each_dtype(dtype):
     errors, inputs = torch.randn(batch, heads, rows, device=DEVICE), torch.randn(batch, heads, cols, device=DEVICE)
     eta, alpha, beta = torch.rand(3, batch, heads, device=DEVICE)
     active = torch.tensor([1.0, 0.0, 1.0], device=DEVICE)
-    new_weights, new_momentum = memory_decode.decode_update(
-        weights, momentum, errors, inputs, (eta, alpha, beta), active
-    )
+    new_weights, new_momentum = decode_update(weights, momentum, errors, inputs, (eta, alpha, beta), active)
     w, s = weights.double(), momentum.double()
     expected_momentum = (
         beta[..., None, None].double() * s - (eta[..., None, None] * errors[..., None] * inputs[..., None, :]).double()
@@ -338,7 +328,7 @@ def test_triton_where_the_kernels_cannot_run_is_a_clear_error(monkeypatch):
 def test_kernel_functions_refuse_float64():
     inputs = read_inputs(1, 1, 1, 4, 8, 8, True, torch.float64)
     with pytest.raises(TypeError, match="float32 or bfloat16"):
-        run_read(memory_kernels.chunk_read, inputs, torch.float64)
+        run_read(chunk_read, inputs, torch.float64)
 
 
 def test_generate_with_kernels_equals_the_torch_path():

@@ -9,11 +9,7 @@ from torch.profiler import ProfilerActivity, profile
 import hf_hope
 from hf_hope.modeling.memory_state import MemoryState
 
-from ..helpers import tiny_model
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
+from ..helpers import relative_error, tiny_model
 
 
 def mixer_pass(mixer, hidden, mask, state, recompute_chunks):

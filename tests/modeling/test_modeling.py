@@ -1,4 +1,4 @@
-"""HopeForCausalLM: Auto classes, loss, generation with the cache (DESIGN.md invariant 3), checkpointing, dtypes."""
+"""HopeForCausalLM: Auto classes, loss, generation with the cache (docs/design.md, invariant 3), checkpoints, dtypes."""
 
 import pytest
 import torch

@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..modeling.levels import check_level_spec
 from .atomic_write import write_text_atomically
 
 CMS_CONFIG_NAME = "cms_adapter_config.json"
 INIT_MODES = ("zero", "copy")
-_LEVEL_KEYS = {"period", "lr_scale", "intermediate_size"}
 
 
 def _default_levels() -> list[dict[str, Any]]:
@@ -23,9 +23,10 @@ class CMSConfig:
     """How to retrofit a pretrained model's FFNs into a Continuum Memory System.
 
     Args:
-        levels: one dict per level, slowest first: `period` (optimizer steps between updates, `None` = frozen),
-            optional `lr_scale` (default 1.0) and, for new levels with `init="zero"`, optional `intermediate_size`.
-            The first level is the pretrained FFN itself; it is frozen by default.
+        levels: one dict per level, slowest first (levels 1, 2, ... in that order): `period` (optimizer steps
+            between updates, `None` = frozen, 1 when omitted), optional `lr_scale` (a finite number > 0, default
+            1.0) and, for new levels with `init="zero"`, optional `intermediate_size`. The first level is the
+            pretrained FFN itself; the default levels freeze it (`{"period": None}`).
         init: `"zero"` keeps the pretrained FFN as the first level and adds narrow new levels whose output
             projection starts at zero; `"copy"` makes every level a copy of the pretrained FFN and mixes them by
             a learnable softmax-weighted sum that starts uniform. Either way the model's logits are unchanged.
@@ -54,29 +55,17 @@ class CMSConfig:
 
     def _normalize_level(self, index: int, level: dict[str, Any]) -> dict[str, Any]:
         where = f"levels[{index}]"
-        if not isinstance(level, dict):
-            raise ValueError(f"{where}={level!r} is invalid: each level is a dict such as {{'period': 16}}.")
-        unknown = set(level) - _LEVEL_KEYS
-        if unknown:
-            raise ValueError(f"{where} has unknown keys {sorted(unknown)}: allowed keys are {sorted(_LEVEL_KEYS)}.")
-        period = level.get("period")
-        if period is not None and (not isinstance(period, int) or isinstance(period, bool) or period < 1):
-            raise ValueError(f"{where}['period']={period!r} is invalid: it must be an int >= 1 or None (frozen).")
-        lr_scale = level.get("lr_scale", 1.0)
-        if not isinstance(lr_scale, int | float) or lr_scale <= 0:
-            raise ValueError(f"{where}['lr_scale']={lr_scale!r} is invalid: it must be a number > 0.")
+        level = check_level_spec(level, f"{where}.", allowed_keys=("intermediate_size",))
         width = level.get("intermediate_size")
         if width is not None and index == 0:
-            raise ValueError(f"{where}['intermediate_size'] is not allowed: level 0 is the pretrained FFN.")
+            raise ValueError(f"{where}.intermediate_size is not allowed: level 1 is the pretrained FFN.")
         if width is not None and self.init == "copy":
-            raise ValueError(
-                f"{where}['intermediate_size'] is not allowed: with init='copy' every level copies the FFN."
-            )
-        if width is not None and (not isinstance(width, int) or width < 1):
-            raise ValueError(f"{where}['intermediate_size']={width!r} is invalid: it must be an int >= 1.")
+            raise ValueError(f"{where}.intermediate_size is not allowed: with init='copy' every level copies the FFN.")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+            raise ValueError(f"{where}.intermediate_size={width!r} is invalid: it must be an int >= 1.")
         if index > 0 and self.init == "zero" and width is None:
             width = self.intermediate_size
-        return {"period": period, "lr_scale": float(lr_scale), "intermediate_size": width}
+        return {"period": level["period"], "lr_scale": level["lr_scale"], "intermediate_size": width}
 
     def _check_layers(self) -> None:
         if self.layers is None:
@@ -111,6 +100,13 @@ class CMSConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_periods(cls, periods: list[int], lr_scales: list[float] | None = None, **fields: Any) -> "CMSConfig":
+        """The frozen pretrained FFN followed by one new level per period (slowest first), with optional scales."""
+        scales = lr_scales or [1.0] * len(periods)
+        new_levels = [{"period": period, "lr_scale": scale} for period, scale in zip(periods, scales, strict=True)]
+        return cls(levels=[{"period": None}, *new_levels], **fields)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CMSConfig":

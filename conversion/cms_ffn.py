@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..modeling.cms import UNTAGGED, CMSLevel, LevelTag
+from ..modeling.cms import CMSLevel
+from ..modeling.levels import UNTAGGED, LevelTag, checked_tag
 from .cms_config import CMSConfig
 from .families import FAMILIES, Family
 
@@ -161,7 +162,7 @@ def _retrofit_ffn(
         new_levels.append(CMSLevel(mlp, level=position, period=spec["period"], lr_scale=spec["lr_scale"]))
     first = config.levels[0]
     ffn.__class__ = _RETROFITTED_CLASSES[family.ffn_class]
-    ffn.level_tag = LevelTag(level=1, period=first["period"], lr_scale=first["lr_scale"])
+    ffn.level_tag = checked_tag(1, first["period"], first["lr_scale"])
     ffn.cms_levels = nn.ModuleList(new_levels)
     ffn.cms_mixing = (
         LevelMixing(len(config.levels)).to(reference.device, reference.dtype) if config.init == "copy" else None

@@ -5,6 +5,8 @@ classes for `auto_map` so that saved checkpoints also load with `trust_remote_co
 It also registers the retrofitted (`<family>_cms`) counterparts of the CMS adapter's supported families.
 """
 
+from importlib.metadata import version
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .clock import ClockedOptimizer, LevelClock, LevelClockCallback, OnlineLearner
@@ -33,7 +35,7 @@ from .modeling import (
 )
 from .optim import M3, DeepMomentum, DeltaMomentum, newton_schulz
 
-__version__ = "0.1.0"
+__version__ = version("hf-hope")
 
 AutoConfig.register(HopeConfig.model_type, HopeConfig, exist_ok=True)
 AutoModel.register(HopeConfig, HopeModel, exist_ok=True)

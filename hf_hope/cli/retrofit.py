@@ -62,8 +62,8 @@ class RetrofitSettings:
                 return CMSConfig.from_dict(values)
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}: {error}") from None
-        return CMSConfig(
-            levels=[{"period": None}] + [{"period": period} for period in self.periods],
+        return CMSConfig.from_periods(
+            self.periods,
             init=self.init,
             intermediate_size=self.width,
             layers=parse_layers(self.layers),

@@ -1,4 +1,4 @@
-"""The level clock: every level of parameters updates at its own period (DESIGN: "Level clock semantics").
+"""The level clock: every level of parameters updates at its own period (docs/design.md, "Level clock semantics").
 
 `LevelClock` is the one core; `LevelClockCallback` drives it inside `Trainer`, `ClockedOptimizer` wraps any torch
 optimizer for a plain loop, and `OnlineLearner` updates a model on a stream. The accumulation kernel is optional.

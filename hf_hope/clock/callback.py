@@ -5,21 +5,16 @@ the gradients, so gradient accumulation, clipping, mixed precision and the LR sc
 is written into every checkpoint folder (`level_clock.safetensors`) and read back when training resumes.
 """
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..conversion.atomic_write import atomic_file
 from .core import LevelClock
-
-CLOCK_STATE_NAME = "level_clock.safetensors"
+from .state_file import CLOCK_STATE_NAME, load_clock_state, save_clock_state
 
 
 class LevelClockCallback(TrainerCallback):
@@ -31,7 +26,8 @@ class LevelClockCallback(TrainerCallback):
 
     Levels with an `lr_scale` other than 1 need an optimizer whose param groups separate them: pass
     `optimizers=(torch.optim.AdamW(LevelClock(model).param_groups(model.parameters(), lr=...)), None)`.
-    Per-level update counts and gradient norms are added to the Trainer's logs as `level_clock/...`.
+    Each period's update count and gradient norm are added to the Trainer's logs as `level_clock/p<period>_updates`
+    and `level_clock/p<period>_grad_norm` (`frozen_...` for frozen levels), the same names for HOPE and retrofits.
     """
 
     def __init__(self, levels: Mapping[str, Mapping[str, Any]] | None = None, reduction: str = "mean") -> None:
@@ -58,13 +54,7 @@ class LevelClockCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        clock_state = self.clock.state_dict()
-        tensors = {f"buffer.{index}": buffer for index, buffer in clock_state["buffers"].items()}
-        tensors.update({f"seen.{index}": seen.to(torch.uint8) for index, seen in clock_state["seen"].items()})
-        metadata = {key: json.dumps(clock_state[key]) for key in ("step", "skipped_steps", "layout")}
-        with atomic_file(folder / CLOCK_STATE_NAME) as temporary:
-            save_file(tensors, temporary, metadata=metadata)
+        save_clock_state(self.clock, Path(args.output_dir) / f"checkpoint-{state.global_step}" / CLOCK_STATE_NAME)
 
     def on_log(
         self,
@@ -77,10 +67,9 @@ class LevelClockCallback(TrainerCallback):
         if logs is None or "loss" not in logs or self.clock is None:
             return
         entries = {}
-        for index, count in self.clock.update_counts().items():
-            level = self.clock.levels[index].tag.level
-            entries[f"level_clock/level{level}_updates"] = count
-            entries[f"level_clock/level{level}_grad_norm"] = self._grad_norms.get(index, 0.0)
+        for name, (updates, grad_norm) in self.clock.by_period(self._grad_norms).items():
+            entries[f"level_clock/{name}_updates"] = updates
+            entries[f"level_clock/{name}_grad_norm"] = grad_norm
         entries["level_clock/skipped_steps"] = self.clock.skipped_steps
         logs.update(entries)
         if state.log_history:
@@ -97,20 +86,7 @@ class LevelClockCallback(TrainerCallback):
                 f"{', '.join(str(folder) for folder in candidates)}. Resume from a checkpoint saved with "
                 "LevelClockCallback (set TrainingArguments.resume_from_checkpoint to its folder if it is elsewhere)."
             )
-        tensors = load_file(path)
-        with safe_open(path, framework="pt") as file:
-            metadata = {key: json.loads(value) for key, value in file.metadata().items()}
-        self.clock.load_state_dict(
-            {
-                **metadata,
-                "buffers": {
-                    int(key.split(".")[1]): value for key, value in tensors.items() if key.startswith("buffer.")
-                },
-                "seen": {
-                    int(key.split(".")[1]): value.bool() for key, value in tensors.items() if key.startswith("seen.")
-                },
-            }
-        )
+        load_clock_state(self.clock, path)
 
 
 def _refuse_unsupported_setups(args: TrainingArguments) -> None:
@@ -118,13 +94,13 @@ def _refuse_unsupported_setups(args: TrainingArguments) -> None:
     if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         raise ValueError(
             "LevelClockCallback cannot run under DeepSpeed: ZeRO keeps gradients in flat partitions, so the clock "
-            "cannot hold back one level's gradients. Use DDP, or FSDP2 (fsdp_config={'version': 2})."
+            "cannot hold back one level's gradients. Use DDP (the clock does not handle FSDP2's sharded gradients yet)."
         )
     if args.fsdp and int(args.fsdp_config.get("version", 2)) == 1:
         raise ValueError(
             "LevelClockCallback cannot run under FSDP1: its flat parameters merge many parameters into one, so the "
-            "clock cannot update levels separately. Use FSDP2 (fsdp_config={'version': 2}), which keeps "
-            "per-parameter gradients, or DDP."
+            "clock cannot update levels separately. Use DDP (the clock does not handle FSDP2's sharded gradients "
+            "yet)."
         )
     if args.fp16 and args.max_grad_norm <= 0:
         raise ValueError(

@@ -1,6 +1,6 @@
 """The level clock: each level of parameters updates every `period` optimizer steps, on the mean of its gradients.
 
-Semantics (DESIGN.md, "Level clock semantics"): at every optimizer step the clock adds each parameter's final
+Semantics (docs/design.md, "Level clock semantics"): at every optimizer step the clock adds each parameter's final
 gradient (accumulated, synchronised, unscaled, clipped) to its level's buffer. A level with period P is due at
 steps P, 2P, ... (counted from 1); when due its parameters' `.grad` becomes the buffer's mean over the P steps
 and the buffer is cleared, otherwise `.grad` is set to `None` so torch optimizers skip the parameter entirely.
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..modeling.cms import UNTAGGED, LevelTag, parameter_levels
+from ..modeling.levels import UNTAGGED, LevelTag, check_level_spec, parameter_levels, period_name
 from .buffer import LevelBuffer
 
 REDUCTIONS = ("mean", "sum")
@@ -58,6 +58,8 @@ def levels_from_patterns(
 ) -> dict[str, LevelTag]:
     """Tag parameters by name: `{regex: {"period": P, "lr_scale": s}}`, level numbers in mapping order from 1.
 
+    Each spec follows the level contract (`hf_hope.modeling.levels`): an omitted period means 1, `None` freezes.
+
     Each regex must fully match at least one parameter name, and no parameter may match two of them.
     Parameters that match none are level 0 with period 1.
     """
@@ -78,16 +80,8 @@ def levels_from_patterns(
 
 
 def _checked_tag(pattern: str, level: int, spec: Mapping[str, Any]) -> LevelTag:
-    unknown = set(spec) - {"period", "lr_scale"}
-    if unknown:
-        raise ValueError(f"Level pattern {pattern!r} has unknown keys {sorted(unknown)}; allowed: period, lr_scale.")
-    period = spec.get("period", 1)
-    if period is not None and (not isinstance(period, int) or isinstance(period, bool) or period < 1):
-        raise ValueError(f"Level pattern {pattern!r}: period={period!r} is invalid; use an int >= 1 or None (frozen).")
-    lr_scale = spec.get("lr_scale", 1.0)
-    if not isinstance(lr_scale, int | float) or lr_scale <= 0:
-        raise ValueError(f"Level pattern {pattern!r}: lr_scale={lr_scale!r} is invalid; use a number > 0.")
-    return LevelTag(level=level, period=period, lr_scale=float(lr_scale))
+    checked = check_level_spec(spec, f"Level pattern {pattern!r}: ")
+    return LevelTag(level=level, period=checked["period"], lr_scale=checked["lr_scale"])
 
 
 class LevelClock:
@@ -140,6 +134,19 @@ class LevelClock:
         return {
             index: 0 if level.period is None else self.step // level.period for index, level in enumerate(self.levels)
         }
+
+    def by_period(self, grad_norms: Mapping[int, float]) -> dict[str, tuple[int, float]]:
+        """Updates so far and gradient norm per period name (`p16`, `p1`, `frozen`), as logs name levels.
+
+        Levels of one period (say HOPE's fast CMS level and the untagged parameters, both `p1`) update together,
+        so they are reported as one: the same update count, and the norm of their gradients taken together.
+        """
+        counts, squares = {}, {}
+        for index, level in enumerate(self.levels):
+            name = period_name(level.period)
+            counts[name] = self.update_counts()[index]
+            squares[name] = squares.get(name, 0.0) + grad_norms.get(index, 0.0) ** 2
+        return {name: (counts[name], math.sqrt(squares[name])) for name in counts}
 
     def tick(self) -> StepReport | None:
         """Apply the clock to the current gradients; returns `None` (and clears them) if any is not finite."""

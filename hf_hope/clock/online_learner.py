@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..conversion.atomic_write import atomic_file
 from .clocked_optimizer import ClockedOptimizer
 from .core import LevelClock
+from .state_file import CLOCK_STATE_NAME, load_clock_state, save_clock_state
 
 LEARNER_STATE_NAME = "online_learner.pt"
 
@@ -113,15 +114,26 @@ class OnlineLearner:
         self.tokens_seen = int(state["tokens_seen"])
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Save the model (`save_pretrained`) and the learner's state, so another process can keep learning."""
+        """Save the model (`save_pretrained`), the clock (its own file) and the rest of the learner's state."""
         directory = Path(directory)
         self.model.save_pretrained(directory)
+        save_clock_state(self.clock, directory / CLOCK_STATE_NAME)
+        rest = self.state_dict()
+        rest["optimizer"] = self.optimizer.optimizer.state_dict()  # the clock's part is in CLOCK_STATE_NAME
         with atomic_file(directory / LEARNER_STATE_NAME) as temporary:
-            torch.save(self.state_dict(), temporary)
+            torch.save(rest, temporary)
 
     def load(self, directory: str | os.PathLike) -> None:
         """Restore the learner's state saved by `save` (load the model itself with `from_pretrained`)."""
-        path = Path(directory) / LEARNER_STATE_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: {directory} was not written by OnlineLearner.save.")
-        self.load_state_dict(torch.load(path, weights_only=True))
+        directory = Path(directory)
+        paths = [directory / LEARNER_STATE_NAME, directory / CLOCK_STATE_NAME]
+        missing = [path for path in paths if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{', '.join(map(str, missing))} not found: {directory} was not written by OnlineLearner.save."
+            )
+        rest = torch.load(paths[0], weights_only=True)
+        self.optimizer.optimizer.load_state_dict(rest["optimizer"])
+        load_clock_state(self.clock, paths[1])
+        self._pending, self._context = rest["pending"].clone(), rest["context"].clone()
+        self.tokens_seen = int(rest["tokens_seen"])

@@ -3,8 +3,10 @@
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..conversion.cms_config import INIT_MODES
+from ..modeling.levels import check_lr_scale, check_period
+
 STRATEGIES = ("full", "lora", "cms", "joint")
-CMS_INIT_MODES = ("zero", "copy")
 
 
 def check_strategy(name: str) -> str:
@@ -82,22 +84,26 @@ class ContinualSettings:
         if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
             raise ValueError(f"max_eval_blocks={self.max_eval_blocks!r} is invalid: use None or an int >= 1.")
         self.cms_periods = list(self.cms_periods)
-        if not self.cms_periods or not all(isinstance(p, int) and p >= 1 for p in self.cms_periods):
-            raise ValueError(f"cms_periods={self.cms_periods!r} is invalid: give one or more ints >= 1.")
-        if self.cms_init not in CMS_INIT_MODES:
-            raise ValueError(f"cms_init={self.cms_init!r} is unknown: choose one of {', '.join(CMS_INIT_MODES)}.")
+        if not self.cms_periods:
+            raise ValueError("cms_periods=[] is invalid: give the period of one or more new CMS levels.")
+        for index, period in enumerate(self.cms_periods):
+            check_period(period, f"cms_periods[{index}]: ", frozen_allowed=False)
+        if self.cms_init not in INIT_MODES:
+            raise ValueError(f"cms_init={self.cms_init!r} is unknown: choose one of {', '.join(INIT_MODES)}.")
         if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init != "zero"):
             raise ValueError(
                 "cms_consolidate needs at least two cms_periods (a fast level to fold into a slower one) and "
                 f"cms_init='zero'; got cms_periods={self.cms_periods} and cms_init={self.cms_init!r}."
             )
         if self.cms_lr_scales is not None:
-            self.cms_lr_scales = [float(scale) for scale in self.cms_lr_scales]
-            if len(self.cms_lr_scales) != len(self.cms_periods) or not all(s > 0 for s in self.cms_lr_scales):
+            if len(self.cms_lr_scales) != len(self.cms_periods):
                 raise ValueError(
                     f"cms_lr_scales={self.cms_lr_scales!r} is invalid: give one positive scale per CMS period "
                     f"({len(self.cms_periods)}), slowest first, or None."
                 )
+            self.cms_lr_scales = [
+                check_lr_scale(scale, f"cms_lr_scales[{index}]: ") for index, scale in enumerate(self.cms_lr_scales)
+            ]
         if self.lora_target_modules is not None:
             self.lora_target_modules = list(self.lora_target_modules)
 

@@ -27,17 +27,41 @@ TEMPLATE_PATH = next(
 CARD_NAME = "README.md"
 PEFT_CONFIG_NAME = "adapter_config.json"
 BASE_TAGS = ("hf_hope", "nested-learning")
+_LOAD_WITH_AUTO_MODEL = (
+    'from transformers import AutoModelForCausalLM\n\nmodel = AutoModelForCausalLM.from_pretrained("{repo_id}")'
+)
+# The "How to load it" snippet of each kind of folder; {repo_id} is where it is, {base} the base model of an adapter.
+LOAD_CODE = {
+    "lora": (
+        "import hf_hope  # needed when the base model is a HOPE or retrofitted model\n"
+        "from peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM\n\n"
+        'base = AutoModelForCausalLM.from_pretrained("{base}")\n'
+        'model = PeftModel.from_pretrained(base, "{repo_id}")'
+    ),
+    "cms_adapter": (
+        "import hf_hope\n"
+        "from transformers import AutoModelForCausalLM\n\n"
+        'base = AutoModelForCausalLM.from_pretrained("{base}")\n'
+        'model = hf_hope.load_cms_adapter(base, "{repo_id}")'
+    ),
+    "retrofitted": "import hf_hope  # registers the CMS-adapter model types with AutoModelForCausalLM\n"
+    + _LOAD_WITH_AUTO_MODEL,
+    "hope": "import hf_hope  # optional: without it, pass trust_remote_code=True\n" + _LOAD_WITH_AUTO_MODEL,
+    "plain": _LOAD_WITH_AUTO_MODEL,
+}
 
 
 @dataclass
 class FolderDescription:
     """What a saved folder holds, as the model card tells it."""
 
-    kind: str  # "hope", "retrofitted", "cms_adapter", "lora" or "plain"
+    kind: str  # a key of LOAD_CODE: "hope", "retrofitted", "cms_adapter", "lora" or "plain"
     architecture: str
     levels: list[dict[str, Any]] = field(default_factory=list)
     base_model: str | None = None  # the base a LoRA adapter was saved over, as PEFT recorded it
     tags: list[str] = field(default_factory=list)
+    library_name: str = "transformers"  # the library that loads it, for the card's metadata
 
 
 def describe_folder(folder: str | Path) -> FolderDescription:
@@ -51,7 +75,8 @@ def describe_folder(folder: str | Path) -> FolderDescription:
             f"{adapter.get('peft_type', 'PEFT')} adapter (rank {adapter.get('r')}, alpha {adapter.get('lora_alpha')}) "
             f"on {len(targets)} modules of the base model"
         )
-        return FolderDescription("lora", architecture, base_model=adapter.get("base_model_name_or_path"), tags=["lora"])
+        base_model = adapter.get("base_model_name_or_path")
+        return FolderDescription("lora", architecture, base_model=base_model, tags=["lora"], library_name="peft")
     if (folder / CMS_CONFIG_NAME).is_file() and not (folder / "config.json").is_file():
         adapter = json.loads((folder / CMS_CONFIG_NAME).read_text())
         return FolderDescription(
@@ -87,7 +112,7 @@ def describe_folder(folder: str | Path) -> FolderDescription:
 
 
 def numbered_levels(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Levels as the card lists them: numbered from 1 (slowest first, as `parameter_levels` numbers them)."""
+    """Levels as the card lists them: numbered from 1 in the order the config lists them, as `parameter_levels` does."""
     return [
         {"level": index + 1, "period": level.get("period"), "lr_scale": level.get("lr_scale", 1.0)}
         for index, level in enumerate(levels)
@@ -96,35 +121,8 @@ def numbered_levels(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def load_code(description: FolderDescription, repo_id: str) -> str:
     """Python that loads the folder, for the card's "How to load it" section."""
-    if description.kind == "lora":
-        base = description.base_model or "path/to/the/base/model"
-        return (
-            "import hf_hope  # needed when the base model is a HOPE or retrofitted model\n"
-            "from peft import PeftModel\n"
-            "from transformers import AutoModelForCausalLM\n\n"
-            f'base = AutoModelForCausalLM.from_pretrained("{base}")\n'
-            f'model = PeftModel.from_pretrained(base, "{repo_id}")'
-        )
-    if description.kind == "cms_adapter":
-        return (
-            "import hf_hope\n"
-            "from transformers import AutoModelForCausalLM\n\n"
-            'base = AutoModelForCausalLM.from_pretrained("path/to/the/base/model")\n'
-            f'model = hf_hope.load_cms_adapter(base, "{repo_id}")'
-        )
-    if description.kind == "retrofitted":
-        return (
-            "import hf_hope  # registers the CMS-adapter model types with AutoModelForCausalLM\n"
-            "from transformers import AutoModelForCausalLM\n\n"
-            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")'
-        )
-    if description.kind == "hope":
-        return (
-            "import hf_hope  # optional: without it, pass trust_remote_code=True\n"
-            "from transformers import AutoModelForCausalLM\n\n"
-            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")'
-        )
-    return f'from transformers import AutoModelForCausalLM\n\nmodel = AutoModelForCausalLM.from_pretrained("{repo_id}")'
+    base = description.base_model or "path/to/the/base/model"
+    return LOAD_CODE[description.kind].format(repo_id=repo_id, base=base)
 
 
 def render_model_card(
@@ -143,7 +141,7 @@ def render_model_card(
     repo_id = repo_id or str(folder)
     card_data = ModelCardData(
         base_model=base_model,
-        library_name="peft" if description.kind == "lora" else "transformers",
+        library_name=description.library_name,
         tags=list(dict.fromkeys([*BASE_TAGS, *description.tags, *tags])),
     )
     return ModelCard.from_template(

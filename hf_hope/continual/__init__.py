@@ -4,6 +4,8 @@
 tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`; with
 `classification=ClassificationSettings(label_names=...)` the tasks are labelled and R is the accuracy.
 `run_experiment(...)` runs several strategies that way and compares them (tables, plots, model cards).
+Each strategy is a `Strategy` subclass in `STRATEGY_REGISTRY` (`hf_hope.continual.strategies`); `register_strategy`
+adds one.
 """
 
 from .answer_scoring import AnswerTree, answer_log_likelihoods, most_likely_answer
@@ -14,24 +16,31 @@ from .perplexity import perplexity
 from .runner import run_continual
 from .settings import STRATEGIES, ContinualSettings
 from .strategies import (
+    STRATEGY_REGISTRY,
+    Strategy,
     attention_projections,
     build_optimizer,
+    get_strategy,
     load_task_model,
     prepare_model,
+    register_strategy,
     save_task_model,
     strategy_callbacks,
 )
 
 __all__ = [
     "STRATEGIES",
+    "STRATEGY_REGISTRY",
     "AnswerTree",
     "BlockDataset",
     "ClassificationSettings",
     "ContinualSettings",
+    "Strategy",
     "answer_log_likelihoods",
     "attention_projections",
     "build_optimizer",
     "format_comparison",
+    "get_strategy",
     "group_blocks",
     "load_task_model",
     "metric_direction",
@@ -39,6 +48,7 @@ __all__ = [
     "named_runs",
     "perplexity",
     "prepare_model",
+    "register_strategy",
     "run_continual",
     "run_experiment",
     "save_task_model",

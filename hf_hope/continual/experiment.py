@@ -32,7 +32,7 @@ from .plots import PLOTS_DIR, write_plots
 from .run_folder import RESULTS_NAME, task_dir, write_json
 from .runner import Tasks, run_continual
 from .settings import ContinualSettings
-from .strategies import ModelFactory
+from .strategies import ModelFactory, get_strategy
 
 FORMAT_VERSION = 1
 COMPARISON_CSV = "comparison.csv"
@@ -213,13 +213,14 @@ def format_comparison(experiment: Mapping[str, Any]) -> str:
 
 
 def model_results_table(run: Mapping[str, Any], last_row: int, metric: str) -> str:
-    """Markdown: the base model's score on each task, then the score after each trained task up to `last_row`."""
+    """Markdown: the base model's score on each task, then the score after each training run up to `last_row`.
+
+    Each row is labelled with what its training run trained, as the run's timings recorded it.
+    """
     tasks = run["tasks"]
     lines = [f"| {metric} after training | " + " | ".join(tasks) + " | mean |", "|" + "---|" * (len(tasks) + 2)]
     rows = [("(base model)", run["initial"])] if run.get("initial") else []
-    rows += [
-        (tasks[i] if not run.get("joint_row_repeated") else "all tasks", run["matrix"][i]) for i in range(last_row + 1)
-    ]
+    rows += [(run["timings"][i]["task"], run["matrix"][i]) for i in range(last_row + 1)]
     for label, scores in rows:
         lines.append(
             f"| {label} | " + " | ".join(f"{value:.4g}" for value in scores) + f" | {sum(scores) / len(scores):.4g} |"
@@ -259,30 +260,21 @@ def _finish_task_folders(
 ) -> None:
     """Save the tokenizer and write a model card into every saved task model of one run."""
     settings, tasks = run["settings"], run["tasks"]
+    strategy = get_strategy(settings["strategy"])
     for index in range(len(run["timings"])):
         model_dir = task_dir(folder, index)
         if not model_dir.is_dir():  # removed by keep_task_models=False
             continue
         if isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer.save_pretrained(str(model_dir))
-        trained = "all tasks at once" if run.get("joint_row_repeated") else " -> ".join(tasks[: index + 1])
-        batch = (
-            f"{settings['batch_size']} examples (loss on the answer only)"
-            if "classification" in settings
-            else f"{settings['batch_size']} blocks of {settings['block_size']} tokens"
-        )
-        description = (
-            f"{data_description}\n\nTrained on {trained} with the `{settings['strategy']}` strategy: "
-            f"{settings['steps_per_task']} optimizer steps per task of {batch}, learning rate "
-            f"{settings['learning_rate']}, seed {settings['seed']}."
-        )
+        trained = strategy.trained_on(tasks, index)
         write_model_card(
             model_dir,
             base_model=base_model,
             model_name=f"{Path(base_model).name} continual {name}, after {trained.split(' -> ')[-1]}",
-            data_description=description,
-            results_table=model_results_table(run, 0 if run.get("joint_row_repeated") else index, metric),
-            tags=["continual-learning", settings["strategy"]],
+            data_description=f"{data_description}\n\n{strategy.card_section(settings, trained)}",
+            results_table=model_results_table(run, index, metric),
+            tags=["continual-learning", strategy.name],
         )
 
 

@@ -7,9 +7,10 @@ learning-rate schedule per task, seeded with `seed + i`), then every task's vali
 of the prepared model before any training are kept as `initial` (for forward transfer). The summary is
 `continual_learning_summary(R, higher_is_better=False, initial=initial)`.
 
-`joint` trains once, on the union of all tasks' training blocks, for `num_tasks * steps_per_task` steps (the
-same total budget); its one row of perplexities is repeated for every task so that R stays T x T: its
-`final_average` is the multi-task upper bound, and its transfer and forgetting are zero by construction.
+The strategy (`hf_hope.continual.strategies`, named by `settings.strategy`) prepares the model, adds its callbacks
+and optimizer, acts between tasks, and says which training runs the stream needs: one per task, or, for `joint`,
+one on the union of all tasks' training blocks for `num_tasks * steps_per_task` steps (the same total budget),
+whose one row of perplexities is repeated for every task so that R stays T x T (the multi-task upper bound).
 
 After each task the model (or LoRA adapter) is saved in `run_dir/task_<i>` and the progress in
 `run_dir/progress.json`, both atomically, so a run that stops resumes at the first unfinished task when started
@@ -51,15 +52,7 @@ from .run_folder import (
     write_json,
 )
 from .settings import ContinualSettings
-from .strategies import (
-    ModelFactory,
-    build_optimizer,
-    finish_task,
-    load_task_model,
-    prepare_model,
-    save_task_model,
-    strategy_callbacks,
-)
+from .strategies import ModelFactory, Strategy, get_strategy
 
 Tasks = Mapping[str, DatasetDict] | Sequence[tuple[str, DatasetDict]]
 
@@ -81,7 +74,7 @@ def run_continual(
         tasks: `(name, DatasetDict)` pairs in stream order (or a mapping), each with `train` and `validation`
             splits holding a `text` column, e.g. `hf_hope.data.load_domains()` (and a `label` column for
             classification, e.g. `hf_hope.data.load_clinc()`).
-        settings: the run's `ContinualSettings`; `settings.strategy` picks full, lora, cms or joint.
+        settings: the run's `ContinualSettings`; `settings.strategy` names the strategy (`STRATEGY_REGISTRY`).
         run_dir: where progress, task models, `results.json` and `matrix.csv` go.
         tokenizer: a `transformers` tokenizer, or a callable mapping a text to token ids.
         callbacks: extra `TrainerCallback`s added to every task's `Trainer`.
@@ -96,7 +89,9 @@ def run_continual(
     if classification is not None:
         settings_dict["classification"] = classification.identity()
     progress = start_or_resume(run_dir, settings_dict, names)
-    if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == _num_units(settings, names):
+    strategy = get_strategy(settings.strategy)
+    units = strategy.training_units(names, settings.steps_per_task)
+    if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units):
         return json.loads((run_dir / RESULTS_NAME).read_text())
 
     stream = _stream(task_list, tokenizer, settings, classification)
@@ -108,7 +103,7 @@ def run_continual(
     done = len(progress["rows"])
     set_seed(settings.seed)
     if done == 0:
-        model = prepare_model(model_factory(), settings).to(device)
+        model = strategy.prepare(model_factory(), settings).to(device)
         progress["initial"] = evaluate_all(model)
     else:
         saved = task_dir(run_dir, done - 1)
@@ -117,36 +112,32 @@ def run_continual(
                 f"{run_dir} has {done} finished task(s) but no {saved.name} folder to resume from; it was removed. "
                 "Start again in a new run_dir."
             )
-        model = load_task_model(model_factory, saved, settings).to(device)
+        model = strategy.load(model_factory, saved, settings).to(device)
 
-    units = _num_units(settings, names)
-    for index in range(done, units):
-        if settings.strategy == "joint":
-            indices, steps, trained = list(range(len(names))), settings.steps_per_task * len(names), "all tasks"
-        else:
-            indices, steps, trained = [index], settings.steps_per_task, names[index]
+    for index, unit in enumerate(units[done:], start=done):
         started = time.perf_counter()
-        dataset = stream.train_dataset(indices)
-        model = _train(model, dataset, stream.collator, steps, settings, settings.seed + index, run_dir, callbacks)
-        model = finish_task(model, settings)
+        dataset = stream.train_dataset(unit.task_indices)
+        seed = settings.seed + index
+        model = _train(model, dataset, stream.collator, unit.steps, strategy, settings, seed, run_dir, callbacks)
+        model = strategy.finish_task(model, settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         row = evaluate_all(model)
         eval_seconds = time.perf_counter() - started
-        save_task(run_dir, index, partial(save_task_model, model))
+        save_task(run_dir, index, partial(strategy.save, model))
         progress["rows"].append(row)
         progress["timings"].append(
             {
-                "task": trained,
+                "task": unit.label,
                 "train_seconds": train_seconds,
                 "eval_seconds": eval_seconds,
-                **stream.budget(steps, settings.batch_size),
+                **stream.budget(unit.steps, settings.batch_size),
             }
         )
         write_json(run_dir / PROGRESS_NAME, progress)
         if not settings.keep_task_models and index > 0:
             shutil.rmtree(task_dir(run_dir, index - 1), ignore_errors=True)
-    return _finish(run_dir, progress, settings, names, stream.metric, stream.higher_is_better)
+    return _finish(run_dir, progress, strategy, names, stream.metric, stream.higher_is_better)
 
 
 def _stream(
@@ -162,15 +153,12 @@ def _stream(
     )
 
 
-def _num_units(settings: ContinualSettings, names: list[str]) -> int:
-    return 1 if settings.strategy == "joint" else len(names)
-
-
 def _train(
     model: nn.Module,
     dataset: Dataset,
     collator: Callable | None,
     steps: int,
+    strategy: Strategy,
     settings: ContinualSettings,
     seed: int,
     run_dir: Path,
@@ -200,8 +188,8 @@ def _train(
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[*strategy_callbacks(settings), *callbacks],
-        optimizers=(build_optimizer(model, settings), None),
+        callbacks=[*strategy.callbacks(settings), *callbacks],
+        optimizers=(strategy.optimizer(model, settings), None),
     )
     trainer.remove_callback(PrinterCallback)  # the logs stay in trainer.state.log_history, not on the console
     trainer.train()
@@ -211,21 +199,21 @@ def _train(
 def _finish(
     run_dir: Path,
     progress: dict[str, Any],
-    settings: ContinualSettings,
+    strategy: Strategy,
     names: list[str],
     metric: str,
     higher_is_better: bool,
 ) -> dict[str, Any]:
     rows = progress["rows"]
-    matrix = [rows[0]] * len(names) if settings.strategy == "joint" else rows
+    matrix = strategy.result_matrix(rows, len(names))
     if not all(math.isfinite(value) for row in matrix for value in row):
         raise ValueError(f"The {metric} matrix has non-finite entries (training diverged?): {matrix}.")
     results = {
         **progress,
-        "strategy": settings.strategy,
+        "strategy": strategy.name,
         "metric": metric,
         "matrix": matrix,
-        "joint_row_repeated": settings.strategy == "joint",
+        "joint_row_repeated": strategy.trains_jointly,
         "summary": continual_learning_summary(matrix, higher_is_better=higher_is_better, initial=progress["initial"]),
     }
     write_text_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))

@@ -5,14 +5,14 @@ from typing import Any
 
 from ..conversion.cms_config import INIT_MODES
 from ..modeling.levels import check_lr_scale, check_period
+from .strategies import STRATEGY_REGISTRY, get_strategy
 
-STRATEGIES = ("full", "lora", "cms", "joint")
+STRATEGIES = tuple(STRATEGY_REGISTRY)  # the built-in strategies; registered ones are accepted too
 
 
 def check_strategy(name: str) -> str:
-    """`name` if it is a known strategy, else a ValueError listing them."""
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
+    """`name` if it is a registered strategy (built in or added with `register_strategy`), else a ValueError."""
+    get_strategy(name)
     return name
 
 

@@ -140,7 +140,7 @@ def test_cms_trains_copies_of_the_pretrained_ffn_by_default():
     [
         ({"cms_init": "random"}, "cms_init='random' is unknown"),
         ({"cms_lr_scales": [1.0]}, "one positive scale per CMS period"),
-        ({"cms_lr_scales": [0.0, 1.0]}, "one positive scale per CMS period"),
+        ({"cms_lr_scales": [0.0, 1.0]}, r"cms_lr_scales\[0\]: lr_scale=0.0 is invalid: it must be > 0"),
     ],
 )
 def test_bad_cms_settings_are_clear_errors(changes, message):

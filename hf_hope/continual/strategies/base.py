@@ -1,0 +1,101 @@
+"""`Strategy`: everything the runner, the experiment and the model cards need to know about one way of learning.
+
+A strategy turns a fresh base model into the model it trains (`prepare`), rebuilds that model from a saved task
+folder so that a run resumes (`load`), and may add Trainer callbacks, its own optimizer and a step between tasks.
+It also says which training runs a stream needs (`training_units`: one per task, or one over all of them), how its
+rows make the T x T matrix R, and what the model card says about its training. The defaults suit a strategy that
+trains on each task in turn with Trainer's own AdamW and saves with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+if TYPE_CHECKING:  # for type hints only: settings.py may then import the registry without an import cycle
+    from ..settings import ContinualSettings
+
+ModelFactory = Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
+class TrainingUnit:
+    """One training run of the stream: on the training data of `task_indices`, for `steps` optimizer steps.
+
+    `label` names what it trained in the run's timings and in the model card's results table.
+    """
+
+    task_indices: tuple[int, ...]
+    steps: int
+    label: str
+
+
+class Strategy(ABC):
+    """One way of fine-tuning a causal LM on a stream of tasks; subclass it and `register_strategy` the subclass.
+
+    `name` is what `ContinualSettings.strategy` says. `prepare` and `load` must give the same trainable model
+    (same parameters trainable), so that a resumed run computes what an uninterrupted one computes.
+    """
+
+    name: ClassVar[str]
+    trains_jointly: ClassVar[bool] = False  # True: one training run on the union of the tasks, its row repeated
+
+    @abstractmethod
+    def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
+        """Turn a fresh base causal LM into the model this strategy trains; returns it (possibly a new object)."""
+
+    @abstractmethod
+    def load(self, model_factory: ModelFactory, folder: str | Path, settings: ContinualSettings) -> nn.Module:
+        """Rebuild the trainable model that `save` wrote into `folder` (`model_factory()` gives the base model)."""
+
+    def save(self, model: nn.Module, folder: str | Path) -> None:
+        """Save what the strategy trained into `folder`."""
+        save_task_model(model, folder)
+
+    def callbacks(self, settings: ContinualSettings) -> list[TrainerCallback]:
+        """The Trainer callbacks one training run needs (new objects each call)."""
+        return []
+
+    def optimizer(self, model: nn.Module, settings: ContinualSettings) -> torch.optim.Optimizer | None:
+        """The optimizer of one training run; None lets Trainer build its default AdamW from the settings."""
+        return None
+
+    def finish_task(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
+        """What happens to the model after a training run, before it is evaluated and saved; returns it."""
+        return model
+
+    def training_units(self, task_names: Sequence[str], steps_per_task: int) -> list[TrainingUnit]:
+        """The stream's training runs, in order: here one per task, each for `steps_per_task` steps."""
+        return [TrainingUnit((index,), steps_per_task, name) for index, name in enumerate(task_names)]
+
+    def result_matrix(self, rows: list[list[float]], num_tasks: int) -> list[list[float]]:
+        """R (T x T) from the scores measured after each training run: here one row per task already."""
+        return rows
+
+    def trained_on(self, task_names: Sequence[str], unit_index: int) -> str:
+        """What the model saved after training run `unit_index` has learnt, for its model card."""
+        return " -> ".join(task_names[: unit_index + 1])
+
+    def card_section(self, settings: Mapping[str, Any], trained_on: str) -> str:
+        """The model card's paragraph on how the model was trained (`settings` as the run's results hold them)."""
+        batch = (
+            f"{settings['batch_size']} examples (loss on the answer only)"
+            if "classification" in settings
+            else f"{settings['batch_size']} blocks of {settings['block_size']} tokens"
+        )
+        return (
+            f"Trained on {trained_on} with the `{self.name}` strategy: {settings['steps_per_task']} optimizer steps "
+            f"per task of {batch}, learning rate {settings['learning_rate']}, seed {settings['seed']}."
+        )
+
+
+def save_task_model(model: nn.Module, folder: str | Path) -> None:
+    """Save what a strategy trained: the whole model, or the LoRA adapter of a PEFT model."""
+    model.save_pretrained(str(folder))

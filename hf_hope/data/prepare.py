@@ -28,6 +28,7 @@ from datasets import DatasetDict, load_from_disk
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..conversion.atomic_write import sibling_folder
 from . import sources
 from .clinc import build_clinc_tasks
 from .domains import DOMAINS, DomainSizes, build_domain_stream
@@ -175,8 +176,7 @@ def _prepare(folder: Path, settings: DataPreparationSettings, build: Callable[[P
         logger.info(f"Reusing the prepared data in {folder}")
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    staging = sibling_folder(folder, "partial")
     try:
         start = time.perf_counter()
         manifest = build(staging)

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..conversion.atomic_write import sibling_folder
 from ..package_files import package_file
 
 EXCERPTS_DIR = Path(__file__).parent / "excerpts"
@@ -109,8 +109,7 @@ def fetch_sdist(sdist: Sdist, download_dir: Path | str) -> Path:
         _check_sha256(path, sdist)
         return path
     download_dir.mkdir(parents=True, exist_ok=True)
-    staging = download_dir / f".{sdist.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    staging = sibling_folder(path, "partial")
     try:
         result = subprocess.run(
             [sys.executable, "-m", "pip", *sdist.pip_args(staging)], capture_output=True, text=True, check=False

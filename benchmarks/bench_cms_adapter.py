@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import hf_hope
 from hf_hope.conversion import convert_gguf
+from hf_hope.conversion.cms_config import INIT_MODES
 from hf_hope.smollm2 import smollm2_gguf_path
 
 RETROFIT_TARGET_SECONDS = 5.0
@@ -66,7 +67,7 @@ def main() -> None:
 
     retrofitted = {}
     print(f"\n{'init':<6}{'retrofit s':>12}{'target':>9}{'added params':>15}{'added MiB':>11}{'trainable':>12}")
-    for init in ("zero", "copy"):
+    for init in INIT_MODES:
         model = copy.deepcopy(original)
         start = time.perf_counter()
         hf_hope.retrofit(model, hf_hope.CMSConfig(init=init, levels=LEVELS, intermediate_size=args.width))

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..conversion.adapter_io import save_cms_adapter
 from ..conversion.atomic_write import write_folder
-from ..conversion.cms_config import CMSConfig
+from ..conversion.cms_config import INIT_MODES, CMSConfig
 from ..conversion.retrofit import retrofit
 from ..model_card import write_model_card
 
@@ -26,7 +26,7 @@ class RetrofitSettings:
         metadata={"help": "update periods of the new levels, slowest first (the pretrained FFN stays frozen)"},
     )
     width: int = field(default=128, metadata={"help": "hidden width of each new level (init zero)"})
-    init: Literal["zero", "copy"] = field(
+    init: Literal[INIT_MODES] = field(
         default="zero",
         metadata={"help": "zero: new narrow levels whose output starts at zero; copy: levels copy the FFN"},
     )

@@ -19,11 +19,9 @@ from .conversion.cms_config import CMS_CONFIG_NAME
 
 TEMPLATE_NAME = "model_card_template.md"
 # The one template is the repository root's: the wheel ships it as hf_hope/templates/, a source tree has it beside.
-TEMPLATE_PATH = next(
-    path
-    for path in (Path(__file__).parent / "templates" / TEMPLATE_NAME, Path(__file__).parents[1] / TEMPLATE_NAME)
-    if path.is_file()
-)
+_WHEEL_TEMPLATE = Path(__file__).parent / "templates" / TEMPLATE_NAME
+_SOURCE_TEMPLATE = Path(__file__).parents[1] / TEMPLATE_NAME
+TEMPLATE_PATH = _WHEEL_TEMPLATE if _WHEEL_TEMPLATE.is_file() else _SOURCE_TEMPLATE
 CARD_NAME = "README.md"
 PEFT_CONFIG_NAME = "adapter_config.json"
 BASE_TAGS = ("hf_hope", "nested-learning")

@@ -141,10 +141,10 @@ class LevelClock:
         Levels of one period (say HOPE's fast CMS level and the untagged parameters, both `p1`) update together,
         so they are reported as one: the same update count, and the norm of their gradients taken together.
         """
-        counts, squares = {}, {}
+        counts, squares, updates = {}, {}, self.update_counts()
         for index, level in enumerate(self.levels):
             name = period_name(level.period)
-            counts[name] = self.update_counts()[index]
+            counts[name] = updates[index]
             squares[name] = squares.get(name, 0.0) + grad_norms.get(index, 0.0) ** 2
         return {name: (counts[name], math.sqrt(squares[name])) for name in counts}
 

@@ -1,5 +1,8 @@
 """Configuration of the HOPE model (self-modifying Titans + Continuum Memory System)."""
 
+import math
+from collections.abc import Callable
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -49,7 +52,10 @@ class HopeConfig(PreTrainedConfig):
         rms_norm_eps: Epsilon of every RMSNorm.
         initializer_range: Standard deviation of the normal initialisation of projections and embeddings.
         use_cache: Whether `forward` returns a [`HopeCache`] by default.
+        pad_token_id: Id of the padding token (its embedding gets no gradient): `None` or an id in the vocabulary.
         tie_word_embeddings: Whether the output projection shares the input embedding matrix.
+
+    Generic code may read `num_attention_heads`, the standard name of `num_heads` (`attribute_map`).
 
     ```python
     >>> import hf_hope
@@ -61,6 +67,7 @@ class HopeConfig(PreTrainedConfig):
 
     model_type = "hope"
     keys_to_ignore_at_inference = ["cache"]
+    attribute_map = {"num_attention_heads": "num_heads"}
 
     vocab_size: int = 32000
     hidden_size: int = 512
@@ -86,6 +93,10 @@ class HopeConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # Standard names (`num_attention_heads=`) must be applied before the fields they alias are validated and used.
+        for alias, field in self.attribute_map.items():
+            if alias in kwargs:
+                setattr(self, field, kwargs.pop(alias))
         _require_positive("vocab_size", self.vocab_size)
         _require_positive("hidden_size", self.hidden_size)
         _require_positive("num_hidden_layers", self.num_hidden_layers)
@@ -103,12 +114,14 @@ class HopeConfig(PreTrainedConfig):
         _require_positive("memory_expansion", self.memory_expansion)
         if self.memory_lr_max is None:
             self.memory_lr_max = min(0.1, 0.25 / self.chunk_size)
-        if not 0.0 < self.memory_lr_max <= 1.0:
-            raise ValueError(f"memory_lr_max={self.memory_lr_max} is invalid: it must lie in (0, 1].")
-        if self.rms_norm_eps <= 0:
-            raise ValueError(f"rms_norm_eps={self.rms_norm_eps} is invalid: it must be > 0.")
-        if self.initializer_range < 0:
-            raise ValueError(f"initializer_range={self.initializer_range} is invalid: it must be >= 0.")
+        _require_finite("memory_lr_max", self.memory_lr_max, "in (0, 1]", lambda value: 0.0 < value <= 1.0)
+        _require_finite("rms_norm_eps", self.rms_norm_eps, "> 0", lambda value: value > 0.0)
+        _require_finite("initializer_range", self.initializer_range, ">= 0", lambda value: value >= 0.0)
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"pad_token_id={self.pad_token_id!r} is outside the vocabulary (ids 0 to {self.vocab_size - 1}): "
+                "give the id of a token below vocab_size, or pad_token_id=None."
+            )
         if self.cms_variant not in CMS_VARIANTS:
             raise ValueError(f"cms_variant={self.cms_variant!r} is unknown: allowed values are {CMS_VARIANTS}.")
         if self.memory_implementation not in MEMORY_IMPLEMENTATIONS:
@@ -148,8 +161,15 @@ def normalize_cms_levels(levels: list) -> list[dict]:
 
 
 def _require_positive(field: str, value: int) -> None:
+    """A ValueError unless `value` is an int >= 1 (a bool is not)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{field}={value!r} is invalid: it must be an int >= 1.")
+
+
+def _require_finite(field: str, value: float, bounds: str, in_range: Callable[[float], bool]) -> None:
+    """A ValueError unless `value` is a finite number (a bool is not) that `in_range` accepts (`bounds` says how)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not in_range(value):
+        raise ValueError(f"{field}={value!r} is invalid: it must be a finite number {bounds}.")
 
 
 __all__ = ["HopeConfig"]

@@ -14,6 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -94,21 +95,17 @@ class HopePreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, but a checkpoint whose weights do not match the config is an error.
 
-        A missing, unexpected or mis-shaped tensor would otherwise leave part of the model randomly initialised
-        or silently drop trained weights.
+        A missing, unexpected or mis-shaped tensor of the backbone would otherwise leave part of the model randomly
+        initialised or silently drop trained weights. The head follows transformers: a checkpoint without it (a
+        `HopeModel` loaded as `HopeForCausalLM`) gets a tied head, or a newly initialised one that transformers'
+        load report lists as MISSING.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
         model, loading_info = super().from_pretrained(
             *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
-        if ignore_mismatched_sizes:
-            loading_info["mismatched_keys"] = set()
-        # A base model loaded from a CausalLM checkpoint legitimately leaves the head's weights unused.
-        loading_info["unexpected_keys"] = {
-            key for key in loading_info["unexpected_keys"] if key.split(".")[0] != "lm_head"
-        }
-        problems = {kind: names for kind, names in loading_info.items() if kind != "error_msgs" and names}
+        problems = _loading_problems(model, loading_info, ignore_mismatched_sizes)
         if problems:
             listed = "; ".join(f"{kind}: {sorted(map(str, names))[:20]}" for kind, names in problems.items())
             raise ValueError(
@@ -116,6 +113,24 @@ class HopePreTrainedModel(PreTrainedModel):
                 "Check that config.json belongs to these weights (layers, widths, heads, cms_levels)."
             )
         return (model, loading_info) if output_loading_info else model
+
+
+def _loading_problems(model: PreTrainedModel, loading_info: dict, ignore_mismatched_sizes: bool) -> dict[str, set]:
+    """The kinds of key that make a load an error, with their keys: every mismatch of the backbone and memories.
+
+    Left out: a head's missing weights (transformers initialises them and reports it), a base model's unused
+    `lm_head.*` from a CausalLM checkpoint, and mis-shaped tensors when `ignore_mismatched_sizes=True`.
+    """
+    backbone = f"{model.base_model_prefix}." if model.base_model is not model else ""
+    return {
+        kind: names
+        for kind, names in {
+            "missing_keys": {key for key in loading_info["missing_keys"] if key.startswith(backbone)},
+            "unexpected_keys": {key for key in loading_info["unexpected_keys"] if key.split(".")[0] != "lm_head"},
+            "mismatched_keys": set() if ignore_mismatched_sizes else loading_info["mismatched_keys"],
+        }.items()
+        if names
+    }
 
 
 class HopeModel(HopePreTrainedModel):
@@ -130,6 +145,7 @@ class HopeModel(HopePreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -151,15 +167,13 @@ class HopeModel(HopePreTrainedModel):
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
+            _check_input_ids(input_ids)
             inputs_embeds = self.embed_tokens(input_ids)
-        if cache is not None and not isinstance(cache, HopeCache):
-            raise TypeError(
-                f"HOPE keeps memory states, not keys and values: cache must be a HopeCache, got "
-                f"{type(cache).__name__}. Leave it as None to let the model create one."
-            )
+        _check_inputs_embeds(inputs_embeds, self.config.hidden_size)
+        _check_cache(cache, inputs_embeds.shape[0])
         if use_cache and cache is None:
             cache = HopeCache(config=self.config)
-        memory_mask = _memory_mask(attention_mask, inputs_embeds.shape[1])
+        memory_mask = _memory_mask(attention_mask, inputs_embeds.shape[:2])
 
         hidden_states = inputs_embeds
         for decoder_layer in self.layers:
@@ -170,14 +184,59 @@ class HopeModel(HopePreTrainedModel):
         )
 
 
-def _memory_mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
-    """The `[batch, length]` write mask of the current tokens, or None when every token is real."""
+def _check_input_ids(input_ids: torch.Tensor) -> None:
+    """A ValueError unless `input_ids` is `[batch, length]` (a single sequence needs its batch dimension too)."""
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, length); got shape {tuple(input_ids.shape)}. Add the batch "
+            "dimension of a single sequence with input_ids.unsqueeze(0)."
+        )
+
+
+def _check_inputs_embeds(inputs_embeds: torch.Tensor, hidden_size: int) -> None:
+    """A ValueError unless the embeddings are a non-empty `[batch, length, hidden_size]` tensor."""
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden_size:
+        raise ValueError(
+            f"inputs_embeds must have shape (batch, length, hidden_size={hidden_size}); got shape "
+            f"{tuple(inputs_embeds.shape)}. Embed the tokens with model.get_input_embeddings() of this model."
+        )
+    if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
+        raise ValueError(
+            f"The input is empty (shape (batch, length) = {tuple(inputs_embeds.shape[:2])}): give at least one "
+            "sequence of at least one token."
+        )
+
+
+def _check_cache(cache: Cache | None, batch_size: int) -> None:
+    """A TypeError for a cache that is not a `HopeCache`, a ValueError for one that holds another batch size."""
+    if cache is None:
+        return
+    if not isinstance(cache, HopeCache):
+        raise TypeError(
+            f"HOPE keeps memory states, not keys and values: cache must be a HopeCache, got "
+            f"{type(cache).__name__}. Leave it as None to let the model create one."
+        )
+    if cache.batch_size not in (-1, batch_size):
+        raise ValueError(
+            f"The HopeCache holds memories for batch size {cache.batch_size} but the input has batch size "
+            f"{batch_size}: pass the cache returned for this batch (in the same order), or a new HopeCache."
+        )
+
+
+def _memory_mask(attention_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
+    """The write mask of the current tokens, for an input of `shape` `(batch, length)`; None when all are real."""
     if attention_mask is None:
         return None
+    batch, length = shape
     if attention_mask.dim() != 2:
         raise ValueError(
             f"HOPE takes a 2D attention_mask of shape (batch, length) with 1 for tokens and 0 for padding; got "
             f"shape {tuple(attention_mask.shape)}."
+        )
+    if attention_mask.shape[0] != batch:
+        raise ValueError(
+            f"attention_mask has batch size {attention_mask.shape[0]} but the input has batch size {batch}: give "
+            "one mask row per sequence."
         )
     if attention_mask.shape[1] < length:
         raise ValueError(
@@ -199,6 +258,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -216,12 +276,14 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             Next-token targets (shifted inside the loss); -100 is ignored. Extra keyword arguments such as
             `num_items_in_batch` go to the loss function.
         """
+        # A dict whatever `config.return_dict` says (it is shared with the backbone); the tuple is made on return.
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -235,6 +297,24 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
         )
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **model_kwargs,
+    ) -> tuple[torch.LongTensor, dict]:
+        """`GenerationMixin`'s expansion for beams and `num_return_sequences`, extended to a given `HopeCache`.
+
+        transformers repeats only tensors, so `generate(ids, cache=returned_cache, num_beams=2)` would otherwise
+        continue every beam from a cache that holds one state per prompt.
+        """
+        cache = model_kwargs.get("cache")
+        prompts = input_ids.shape[0] if input_ids is not None else None
+        if expand_size > 1 and isinstance(cache, HopeCache) and cache.batch_size == prompts:
+            cache.batch_repeat_interleave(expand_size)
+        return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
 
 
 __all__ = ["HopeForCausalLM", "HopeModel", "HopePreTrainedModel"]

@@ -1,10 +1,14 @@
-"""hf_hope.conversion: the CMS adapter (retrofit pretrained FFNs into multi-frequency memories) and conversions."""
+"""hf_hope.conversion: the CMS adapter (retrofit pretrained FFNs into multi-frequency memories) and conversions.
 
+The adapter's model side (its levels, families and `CMS<Family>` classes) lives in `hf_hope.modeling`, so that
+retrofitted checkpoints carry it; it is re-exported here.
+"""
+
+from ..modeling.cms_adapter_families import FAMILIES
+from ..modeling.cms_adapter_ffn import LevelMixing, RetrofittedFFN
+from ..modeling.modeling_cms_adapter import register_auto_classes
 from .adapter_io import CMS_WEIGHTS_NAME, cms_adapter_state_dict, load_cms_adapter, save_cms_adapter
-from .auto_classes import register_auto_classes
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
-from .cms_ffn import LevelMixing, RetrofittedFFN
-from .families import FAMILIES
 from .gguf import convert_gguf
 from .retrofit import consolidate_levels, retrofit, unretrofit
 

@@ -13,10 +13,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..modeling.cms_adapter_families import Family
+from ..modeling.cms_adapter_ffn import RetrofittedFFN, ffn_sites
 from .atomic_write import atomic_file
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
-from .cms_ffn import RetrofittedFFN, family_of, ffn_sites
-from .families import Family
+from .cms_ffn import family_of
 from .retrofit import retrofit, retrofitted_family, unretrofit
 
 CMS_WEIGHTS_NAME = "cms_adapter.safetensors"

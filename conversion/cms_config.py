@@ -1,119 +1,24 @@
-"""`CMSConfig`: which FFNs the CMS adapter wraps, and the levels it builds from each."""
+"""`CMSConfig`: the CMS adapter's settings, as users build them, and how they are written next to an adapter.
+
+The settings and their checks are model-side (`hf_hope.modeling.cms_adapter_config`), since a retrofitted model
+rebuilds its levels from them when loaded; writing files is not, so it is added here, with the atomic-write helper.
+"""
 
 import json
 import os
-import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..modeling.levels import check_level_spec
+from ..modeling.cms_adapter_config import INIT_MODES, CMSAdapterConfig
 from .atomic_write import write_text_atomically
 
+__all__ = ["CMS_CONFIG_NAME", "INIT_MODES", "CMSConfig"]
+
 CMS_CONFIG_NAME = "cms_adapter_config.json"
-INIT_MODES = ("zero", "copy")
 
 
-def _default_levels() -> list[dict[str, Any]]:
-    return [{"period": None}, {"period": 16}, {"period": 1}]
-
-
-@dataclass
-class CMSConfig:
-    """How to retrofit a pretrained model's FFNs into a Continuum Memory System.
-
-    Args:
-        levels: one dict per level, slowest first (levels 1, 2, ... in that order): `period` (optimizer steps
-            between updates, `None` = frozen, 1 when omitted), optional `lr_scale` (a finite number > 0, default
-            1.0) and, for new levels with `init="zero"`, optional `intermediate_size`. The first level is the
-            pretrained FFN itself; the default levels freeze it (`{"period": None}`).
-        init: `"zero"` keeps the pretrained FFN as the first level and adds narrow new levels whose output
-            projection starts at zero; `"copy"` makes every level a copy of the pretrained FFN and mixes them by
-            a learnable softmax-weighted sum that starts uniform. Either way the model's logits are unchanged.
-        intermediate_size: hidden width of the new levels with `init="zero"`, unless a level sets its own.
-        layers: the decoder layers to retrofit: `None` for all, a list of layer indices, or a regular
-            expression that must fully match a decoder layer's module name (as in PEFT's `target_modules`).
-    """
-
-    levels: list[dict[str, Any]] = field(default_factory=_default_levels)
-    init: str = "zero"
-    intermediate_size: int = 128
-    layers: list[int] | str | None = None
-
-    def __post_init__(self) -> None:
-        if self.init not in INIT_MODES:
-            raise ValueError(f"init={self.init!r} is unknown: allowed values are {INIT_MODES}.")
-        if not isinstance(self.intermediate_size, int) or self.intermediate_size < 1:
-            raise ValueError(f"intermediate_size={self.intermediate_size!r} is invalid: it must be an int >= 1.")
-        if not isinstance(self.levels, list | tuple) or len(self.levels) < 2:
-            raise ValueError(
-                f"levels={self.levels!r} is invalid: give a list of at least two level dicts, slowest (the "
-                "pretrained FFN) first, e.g. [{'period': None}, {'period': 16}, {'period': 1}]."
-            )
-        self.levels = [self._normalize_level(index, level) for index, level in enumerate(self.levels)]
-        self._check_layers()
-
-    def _normalize_level(self, index: int, level: dict[str, Any]) -> dict[str, Any]:
-        where = f"levels[{index}]"
-        level = check_level_spec(level, f"{where}.", allowed_keys=("intermediate_size",))
-        width = level.get("intermediate_size")
-        if width is not None and index == 0:
-            raise ValueError(f"{where}.intermediate_size is not allowed: level 1 is the pretrained FFN.")
-        if width is not None and self.init == "copy":
-            raise ValueError(f"{where}.intermediate_size is not allowed: with init='copy' every level copies the FFN.")
-        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-            raise ValueError(f"{where}.intermediate_size={width!r} is invalid: it must be an int >= 1.")
-        if index > 0 and self.init == "zero" and width is None:
-            width = self.intermediate_size
-        return {"period": level["period"], "lr_scale": level["lr_scale"], "intermediate_size": width}
-
-    def _check_layers(self) -> None:
-        if self.layers is None:
-            return
-        if isinstance(self.layers, str):
-            try:
-                re.compile(self.layers)
-            except re.error as error:
-                raise ValueError(f"layers={self.layers!r} is not a valid regular expression: {error}.") from None
-            return
-        if not all(isinstance(index, int) and not isinstance(index, bool) and index >= 0 for index in self.layers):
-            raise ValueError(f"layers={self.layers!r} is invalid: give None, a list of layer indices >= 0, or a regex.")
-        self.layers = sorted(set(self.layers))
-
-    def select_layers(self, names: list[str]) -> list[int]:
-        """Indices of the decoder layers (given by module name, in model order) this config retrofits."""
-        if self.layers is None:
-            return list(range(len(names)))
-        if isinstance(self.layers, str):
-            selected = [index for index, name in enumerate(names) if re.fullmatch(self.layers, name)]
-            if not selected:
-                raise ValueError(
-                    f"layers={self.layers!r} matches no decoder layer; their names look like {names[0]!r}."
-                )
-            return selected
-        too_large = [index for index in self.layers if index >= len(names)]
-        if too_large:
-            raise ValueError(
-                f"layers={self.layers!r}: {too_large} are out of range; the model has {len(names)} layers."
-            )
-        return list(self.layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_periods(cls, periods: list[int], lr_scales: list[float] | None = None, **fields: Any) -> "CMSConfig":
-        """The frozen pretrained FFN followed by one new level per period (slowest first), with optional scales."""
-        scales = lr_scales or [1.0] * len(periods)
-        new_levels = [{"period": period, "lr_scale": scale} for period, scale in zip(periods, scales, strict=True)]
-        return cls(levels=[{"period": None}, *new_levels], **fields)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "CMSConfig":
-        unknown = set(values) - {"levels", "init", "intermediate_size", "layers"}
-        if unknown:
-            raise ValueError(f"Unknown CMSConfig fields {sorted(unknown)}.")
-        return cls(**values)
+class CMSConfig(CMSAdapterConfig):
+    """How to retrofit a pretrained model's FFNs into a Continuum Memory System (fields: `CMSAdapterConfig`)."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, **extra: Any) -> None:
         """Write `cms_adapter_config.json` (with any `extra` entries, such as the base model's description)."""

@@ -4,10 +4,11 @@ import copy
 
 from torch import nn
 
-from .auto_classes import CMS_MODEL_TYPE_SUFFIX, cms_classes
+from ..modeling.cms_adapter_families import FAMILIES, Family
+from ..modeling.cms_adapter_ffn import RetrofittedFFN, attach_levels, ffn_sites
+from ..modeling.modeling_cms_adapter import CMS_MODEL_TYPE_SUFFIX, cms_classes
 from .cms_config import CMSConfig
-from .cms_ffn import RetrofittedFFN, attach_levels, family_of, ffn_sites, fold_levels, strip_levels
-from .families import FAMILIES, Family
+from .cms_ffn import family_of, fold_levels, strip_levels
 
 
 def retrofit(model: nn.Module, config: CMSConfig | None = None) -> nn.Module:

@@ -1,4 +1,8 @@
-"""The HOPE model. These flat, torch-only files are also copied into every saved checkpoint (`auto_map`)."""
+"""The HOPE model and the CMS adapter's model side: flat, torch- and transformers-only files.
+
+A saved checkpoint carries the files its model imports (`auto_map`): HOPE's from `modeling_hope.py`, a retrofitted
+model's from `modeling_cms_adapter.py`.
+"""
 
 from .cache_hope import HopeCache
 from .cms import CMSLevel, ContinuumMemory, GatedMLP

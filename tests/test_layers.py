@@ -36,6 +36,14 @@ def test_the_model_imports_nothing_of_the_layers_above():
         assert all(name.startswith("hf_hope.modeling") for name in own), (path.name, own)
 
 
+def test_the_model_files_are_flat_with_single_dot_imports():
+    """Checkpoints carry these files (auto_map); transformers copies them into one folder and follows `from .x`."""
+    for path, package in sources("modeling", "hf_hope.modeling"):
+        assert package == "hf_hope.modeling", path
+        imports = [node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)]
+        assert all(node.level == 0 or (node.level == 1 and node.module) for node in imports), path.name
+
+
 def test_the_adapter_imports_only_the_model():
     for path, package in sources("conversion", "hf_hope.conversion"):
         own = {name for name in imported_modules(path, package) if name.startswith("hf_hope")}

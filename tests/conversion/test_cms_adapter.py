@@ -237,6 +237,9 @@ def test_unsupported_models_and_ffns_are_named():
         ({"init": "copy", "levels": [{}, {"intermediate_size": 8}]}, "with init='copy' every level copies"),
         ({"intermediate_size": 0}, "intermediate_size=0 is invalid"),
         ({"layers": [0, -1]}, r"layers=\[0, -1\] is invalid"),
+        ({"layers": []}, r"layers=\[\] selects no layer.*layers=None for all layers"),
+        ({"layers": 3}, r"layers=3 is invalid: give a list of layer indices \(e.g. layers=\[3\]\)"),
+        ({"layers": {"all": True}}, r"layers=\{'all': True\} is invalid: give a list of layer indices"),
         ({"layers": "(unclosed"}, "not a valid regular expression"),
     ],
 )

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging
 
 import hf_hope
 
@@ -36,9 +38,13 @@ def test_save_writes_safetensors_auto_map_and_modeling_files(checkpoint):
         "AutoModelForCausalLM": "modeling_hope.HopeForCausalLM",
     }
     assert (path / "model.safetensors").exists()
-    for module in Path(hf_hope.modeling.__file__).parent.glob("*.py"):
-        if module.name != "__init__.py":
-            assert (path / module.name).read_text() == module.read_text()
+    modeling = Path(hf_hope.modeling.__file__).parent
+    adapter_only = ("cms_adapter_", "modeling_cms_adapter")  # a retrofitted model's (tests/conversion/test_remote_code)
+    hope_files = {module.name for module in modeling.glob("*.py")} - {"__init__.py"}
+    hope_files = {name for name in hope_files if not name.startswith(adapter_only)}
+    assert {module.name for module in path.glob("*.py")} == hope_files
+    for name in hope_files:
+        assert (path / name).read_text() == (modeling / name).read_text()
 
 
 def test_from_pretrained_gives_identical_logits(checkpoint):
@@ -132,3 +138,33 @@ def test_config_that_does_not_match_the_weights_is_refused(checkpoint, change, n
     with pytest.raises(ValueError, match="does not match") as error:
         AutoModelForCausalLM.from_pretrained(path)
     assert named_tensor in str(error.value)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_base_model_checkpoint_loads_into_the_causal_lm(tmp_path, tied):
+    """A `HopeModel` checkpoint has no `lm_head`: the head is tied, or newly initialised and reported as transformers
+    does (its load report lists the key as MISSING, "newly initialized"); the backbone is loaded exactly."""
+    base = tiny_model(dtype=torch.float32, tie_word_embeddings=tied).model
+    base.save_pretrained(tmp_path)
+    with CaptureLogger(logging.get_logger("transformers.modeling_utils")) as captured:
+        model, info = hf_hope.HopeForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(model.model.state_dict()[name], tensor), name
+    head = model.lm_head.weight
+    if tied:
+        assert head is model.model.embed_tokens.weight
+        assert not info["missing_keys"] and "MISSING" not in captured.out
+    else:
+        assert info["missing_keys"] == {"lm_head.weight"}
+        assert "lm_head.weight" in captured.out and "newly initialized" in captured.out
+        assert torch.isfinite(head).all() and 0.5 < head.std().item() / model.config.initializer_range < 1.5
+    assert torch.isfinite(model(torch.tensor(INPUT_IDS)).logits).all()
+
+
+def test_missing_backbone_weight_is_still_refused_for_the_causal_lm(tmp_path):
+    base = tiny_model(dtype=torch.float32).model
+    state = {name: tensor for name, tensor in base.state_dict().items() if "layers.1.mixer.memory_w2" not in name}
+    base.save_pretrained(tmp_path, state_dict=state)
+    with pytest.raises(ValueError, match="does not match") as error:
+        hf_hope.HopeForCausalLM.from_pretrained(tmp_path)
+    assert "model.layers.1.mixer.memory_w2" in str(error.value)

@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--lengths", type=int, nargs="+", help="training lengths (default 2048 4096 8192 32768)")
+    parser.add_argument("--contexts", type=int, nargs="+", help="decoding prompt lengths (default 1024 32768)")
     args = parser.parse_args()
     if not torch.cuda.is_available() or not triton_available():
         raise SystemExit("This benchmark needs a CUDA device and Triton (pip install 'hf-hope[triton]').")
@@ -180,6 +182,7 @@ def main() -> None:
     lengths, contexts = ([1024, 2048], [256, 1024]) if args.quick else ([2048, 4096, 8192, 32768], [1024, 32768])
     if args.quick:
         args.repeats, args.warmup, args.decode_steps = 2, 1, 4
+    lengths, contexts = args.lengths or lengths, args.contexts or contexts
     models = build_models(max(*lengths, *contexts) + args.decode_steps + 8)
     counts = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
     print(f"{torch.cuda.get_device_name()}; parameters: " + ", ".join(f"{n} {c / 1e6:.0f}M" for n, c in counts.items()))

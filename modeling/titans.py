@@ -25,6 +25,7 @@ from .memory_carry_kernels import carry_state
 from .memory_chunk import chunk_forward
 from .memory_chunk_kernels import chunk_read
 from .memory_decode import decode_forward
+from .memory_kernel_probe import kernels_run
 from .memory_recurrent import recurrent_forward
 from .memory_state import MemoryForward, MemoryState, Rates
 from .memory_triton_common import KERNEL_DTYPES, kernels_usable, triton_available
@@ -38,7 +39,8 @@ def memory_forward_for(implementation: str, queries_in: torch.Tensor) -> MemoryF
     """The memory forward that `implementation` selects for these inputs (`[batch, heads, length, head_dim]`).
 
     `"auto"` takes the Triton kernels on CUDA when Triton is installed and the memories compute in float32 or
-    bfloat16, the torch chunk path otherwise; `"triton"` insists on the kernels. With the kernels, one token
+    bfloat16, the torch chunk path otherwise (and where the kernels failed their first run: `kernels_run`);
+    `"triton"` insists on the kernels. With the kernels, one token
     without autograd (decoding) takes the fused decoding step, anything else the chunk path with the kernels'
     reads and chunk-end state carries.
     """
@@ -46,7 +48,7 @@ def memory_forward_for(implementation: str, queries_in: torch.Tensor) -> MemoryF
         return MEMORY_FORWARDS[implementation]
     device, dtype = queries_in.device, queries_in.dtype
     if implementation == "auto":
-        if not (triton_available() and device.type == "cuda" and dtype in KERNEL_DTYPES):
+        if not (triton_available() and _auto_takes_kernels(device) and dtype in KERNEL_DTYPES):
             return chunk_forward
     elif implementation != "triton":
         raise ValueError(
@@ -61,6 +63,11 @@ def memory_forward_for(implementation: str, queries_in: torch.Tensor) -> MemoryF
     if queries_in.shape[2] == 1 and not torch.is_grad_enabled():
         return decode_forward
     return partial(chunk_forward, read=chunk_read, carry=carry_state)
+
+
+def _auto_takes_kernels(device: torch.device) -> bool:
+    """Where "auto" takes the kernels: on CUDA (on CPU they would run in Triton's slow interpreter)."""
+    return device.type == "cuda"
 
 
 class SelfModifyingTitans(nn.Module):
@@ -239,6 +246,10 @@ class SelfModifyingTitans(nn.Module):
         generator_in = self.in_proj(hidden_states).view(heads_view).transpose(1, 2).to(compute_dtype)
         gate = self.g_proj(hidden_states)
         memory_forward = memory_forward_for(implementation, queries_in)
+        if implementation == "auto" and memory_forward is not chunk_forward:
+            kernels = partial(chunk_forward, read=chunk_read, carry=carry_state)
+            if not kernels_run(self, kernels, decode_forward, queries_in):
+                memory_forward = chunk_forward
         read, new_state = memory_forward(self, queries_in, generator_in, attention_mask, state)
         read = self.o_norm(read).to(hidden_states.dtype).transpose(1, 2).reshape(batch, length, -1)
         return self.o_proj(read * torch.sigmoid(gate)), new_state

@@ -2,8 +2,11 @@
 
 Each step adds the level's gradients into the buffer and clears them (`.grad = None`, so the optimizer skips the
 level); on a due step it writes `scale * buffer` back as the gradients and clears the buffer. The torch path is
-the reference; on CUDA with Triton installed one kernel launch does the whole pass (`clock_kernels`).
+the reference; on CUDA with Triton installed one kernel launch does the whole pass (`clock_kernels`). Under
+`"auto"`, a kernel that fails to compile or launch is reported once and the process goes on with the torch path.
 """
+
+import warnings
 
 import torch
 from torch import nn
@@ -11,6 +14,7 @@ from torch import nn
 from . import kernel as clock_kernels
 
 IMPLEMENTATIONS = ("auto", "torch", "triton")
+_kernel_failure: str | None = None  # why the kernel failed in this process under "auto"; it is then not tried again
 
 
 class LevelBuffer:
@@ -29,6 +33,7 @@ class LevelBuffer:
             self.views.append(self.buffer[offset : offset + parameter.numel()].view_as(parameter))
             offset += parameter.numel()
         self.table = None
+        self.falls_back = implementation == "auto"
         if _uses_kernel(parameters, self.buffer, implementation):
             self.table = clock_kernels.BlockTable.for_sizes([p.numel() for p in parameters], device)
 
@@ -40,8 +45,10 @@ class LevelBuffer:
         """Add this step's gradients; if `due`, hand back `scale * buffer` as the gradients and clear the buffer."""
         incoming = [parameter.grad is not None for parameter in self.parameters]
         self.seen |= torch.tensor(incoming, dtype=torch.bool)
+        if self.uses_kernel and self.falls_back and _kernel_failure is not None:
+            self.table = None
         if self.uses_kernel:
-            self._add_with_kernel(incoming, due, scale)
+            self._add_with_kernel_or_fall_back(incoming, due, scale)
         else:
             self._add_with_torch(due, scale)
         if due:
@@ -55,6 +62,29 @@ class LevelBuffer:
             parameter.grad = (view * scale).to(parameter.dtype) if due and self.seen[position] else None
         if due:
             self.buffer.zero_()
+
+    def _add_with_kernel_or_fall_back(self, incoming: list[bool], due: bool, scale: float) -> None:
+        """The kernel's pass; under "auto", if it raises, one warning and the torch path from now on."""
+        grads = [parameter.grad for parameter in self.parameters]
+        try:
+            self._add_with_kernel(incoming, due, scale)
+        except Exception as error:
+            if not self.falls_back:
+                raise
+            global _kernel_failure
+            if _kernel_failure is None:
+                _kernel_failure = f"{type(error).__name__}: {error}"
+                warnings.warn(
+                    f"The level clock's Triton kernel failed ({_kernel_failure}); implementation='auto' uses the "
+                    "torch path for the rest of this process. Pass implementation='torch' to silence this, or "
+                    "'triton' to raise the error.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            for parameter, grad in zip(self.parameters, grads, strict=True):
+                parameter.grad = grad
+            self.table = None
+            self._add_with_torch(due, scale)
 
     def _add_with_kernel(self, incoming: list[bool], due: bool, scale: float) -> None:
         for position, parameter in enumerate(self.parameters):
@@ -86,4 +116,9 @@ def _uses_kernel(parameters: list[nn.Parameter], buffer: torch.Tensor, implement
             "implementation='triton' needs Triton (pip install 'hf-hope[triton]') and levels whose parameters "
             f"share one dtype among float32, bfloat16 and float16 (got {sorted(map(str, dtypes))})."
         )
-    return eligible and (implementation == "triton" or buffer.is_cuda)
+    return eligible and (implementation == "triton" or _kernel_failure is None and _prefers_kernel(buffer))
+
+
+def _prefers_kernel(buffer: torch.Tensor) -> bool:
+    """Where "auto" takes the kernel: on CUDA (on CPU it would run in Triton's slow interpreter)."""
+    return buffer.is_cuda

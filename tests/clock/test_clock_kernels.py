@@ -87,3 +87,34 @@ def test_kernel_refuses_what_it_cannot_do():
         LevelBuffer([nn.Parameter(torch.randn(4, dtype=torch.float64))], implementation="triton")
     with pytest.raises(ValueError, match="implementation='cuda' is unknown"):
         LevelBuffer([nn.Parameter(torch.randn(4))], implementation="cuda")
+
+
+def test_auto_falls_back_to_torch_with_one_warning_when_the_kernel_fails(monkeypatch):
+    from hf_hope.clock import buffer as buffer_module
+
+    def broken_launch(*args, **kwargs):
+        raise RuntimeError("PTX for this architecture could not be compiled")
+
+    monkeypatch.setattr(buffer_module, "_kernel_failure", None)
+    monkeypatch.setattr(buffer_module, "_prefers_kernel", lambda buffer: True)  # "auto" takes the kernel here too
+    monkeypatch.setattr(clock_kernels, "accumulate", broken_launch)
+    params, twins = parameters(torch.float32), parameters(torch.float32)
+    for twin, parameter in zip(twins, params, strict=True):
+        twin.data.copy_(parameter.data)
+    falling_back, reference = LevelBuffer(params, "auto"), LevelBuffer(twins, "torch")
+    assert falling_back.uses_kernel
+    with pytest.warns(RuntimeWarning, match="PTX for this architecture.*uses the torch path") as caught:
+        for step in range(1, 5):
+            for group, buffer in ((params, falling_back), (twins, reference)):
+                set_grads(group, [True, False, True, True, True], seed=step)
+                buffer.add(due=step % 2 == 0, scale=0.5)
+            for ours, theirs in zip(params, twins, strict=True):
+                assert (ours.grad is None) == (theirs.grad is None)
+                if ours.grad is not None:
+                    assert torch.equal(ours.grad, theirs.grad)
+    assert len(caught) == 1 and not falling_back.uses_kernel
+    assert not LevelBuffer(parameters(torch.float32), "auto").uses_kernel  # the process remembers the failure
+    with pytest.raises(RuntimeError, match="PTX"):  # "triton" still raises
+        buffer = LevelBuffer(parameters(torch.float32), "triton")
+        set_grads(buffer.parameters, [True] * len(SIZES), seed=0)
+        buffer.add(due=True, scale=1.0)

@@ -340,3 +340,28 @@ def test_generate_with_kernels_equals_the_torch_path():
             layer.memory_implementation = implementation
         outputs[implementation] = model.generate(prompt, max_new_tokens=6, do_sample=False)
     assert torch.equal(outputs["triton"], outputs["chunk"])
+
+
+def test_auto_falls_back_to_the_torch_path_with_one_warning_when_the_kernels_fail(monkeypatch):
+    from hf_hope.modeling import memory_kernel_probe, titans
+
+    def broken_read(*args, **kwargs):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(memory_kernel_probe, "_verdicts", {})
+    monkeypatch.setattr(titans, "_auto_takes_kernels", lambda device: True)  # "auto" takes the kernels here too
+    monkeypatch.setattr(titans, "chunk_read", broken_read)
+    model = tiny_model(torch.float32, memory_implementation="auto")
+    reference = copy.deepcopy(model)
+    for layer in reference.model.layers:
+        layer.memory_implementation = "chunk"
+    ids = torch.randint(0, 97, (2, 11))
+    with pytest.warns(RuntimeWarning, match="no kernel image.*uses the torch chunk path") as caught:
+        logits = model(ids).logits
+        assert torch.equal(model(ids).logits, logits)  # the verdict is kept: no second warning
+    assert len(caught) == 1
+    assert torch.equal(logits, reference(ids).logits)
+    for layer in model.model.layers:
+        layer.memory_implementation = "triton"
+    with pytest.raises(RuntimeError, match="no kernel image"):
+        model(ids)

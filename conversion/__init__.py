@@ -11,6 +11,7 @@ from .adapter_io import CMS_WEIGHTS_NAME, cms_adapter_state_dict, load_cms_adapt
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
 from .gguf import convert_gguf
 from .retrofit import consolidate_levels, retrofit, unretrofit
+from .trainable import ParameterCount, ParameterReport, count_parameters, print_trainable_parameters
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(FAMILIES))
 
@@ -20,11 +21,15 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "CMSConfig",
     "LevelMixing",
+    "ParameterCount",
+    "ParameterReport",
     "RetrofittedFFN",
     "cms_adapter_state_dict",
     "consolidate_levels",
     "convert_gguf",
+    "count_parameters",
     "load_cms_adapter",
+    "print_trainable_parameters",
     "register_auto_classes",
     "retrofit",
     "save_cms_adapter",

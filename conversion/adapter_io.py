@@ -7,6 +7,8 @@ message saying why, by a base it was not made for.
 
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,6 +18,7 @@ from torch import nn
 from ..modeling.cms_adapter_families import Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN, ffn_sites
 from .atomic_write import atomic_file
+from .base_parameters import changes_outside_adapter, trainable_outside_adapter
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
 from .cms_ffn import family_of
 from .retrofit import retrofit, retrofitted_family, unretrofit
@@ -37,14 +40,21 @@ def cms_adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_cms_adapter(model: nn.Module, save_directory: str | os.PathLike) -> None:
+def save_cms_adapter(model: nn.Module, save_directory: str | os.PathLike, ignore_changes_outside: bool = False) -> None:
     """Write `cms_adapter.safetensors` and `cms_adapter_config.json` for the retrofitted `model`.
 
     Each file is written under a temporary name and then renamed, so an interrupted save never leaves a
     half-written adapter. The folder may also hold a PEFT adapter or a full model.
+
+    The adapter alone would lose any change made outside it, so this refuses (ValueError) when a parameter
+    outside the adapter changed since `retrofit`, or became trainable after it. PEFT's weights count as saved
+    when the folder already holds the PEFT adapter as it is now (`peft_model.save_pretrained(folder)` first, and
+    the `PeftModel` passed here). `ignore_changes_outside=True` saves anyway, for changes saved some other way.
     """
     family, config = retrofitted_family(model)
     directory = Path(save_directory)
+    if not ignore_changes_outside:
+        _refuse_lost_changes(model, directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous() for name, tensor in cms_adapter_state_dict(model).items()}
     with atomic_file(directory / CMS_WEIGHTS_NAME) as temporary:
@@ -89,6 +99,61 @@ def load_cms_adapter(model: nn.Module, adapter_directory: str | os.PathLike) -> 
     for index, layer_tensors in per_layer.items():
         sites[index].ffn.load_state_dict(layer_tensors, strict=False)  # keys were checked above
     return model
+
+
+def _refuse_lost_changes(model: nn.Module, directory: Path) -> None:
+    """Raise if saving the adapter alone would drop changes made outside it (warn if nothing was recorded)."""
+    changes = changes_outside_adapter(model)
+    if changes is None:
+        if trainable := trainable_outside_adapter(model):
+            warnings.warn(
+                "save_cms_adapter cannot tell whether the trainable parameter tensors outside the adapter "
+                f"({_some(trainable)}) changed: this model was not retrofitted in this process (loaded from "
+                "a checkpoint?), so nothing recorded their values. The adapter holds none of them; save the whole "
+                "model with model.save_pretrained(folder) if they trained, or freeze them to silence this.",
+                stacklevel=3,
+            )
+        return
+    problems = []
+    if changes.base:
+        problems.append(
+            f"parameter tensors of the base model changed since retrofit, or became trainable after it "
+            f"({_some(changes.base)}). Save the whole model with model.save_pretrained(folder) "
+            "instead, or retrofit with freeze_base=True (the default) so that only the adapter trains"
+        )
+    if changes.peft and not _peft_adapter_saved(model, directory):
+        problems.append(
+            f"PEFT parameter tensors changed ({_some(changes.peft)}), and {directory} does not hold them as "
+            "they are now. Save the PEFT adapter into that folder first, peft_model.save_pretrained(folder), "
+            "then call save_cms_adapter(peft_model, folder) with the same PeftModel"
+        )
+    if problems:
+        raise ValueError(
+            "save_cms_adapter writes only the CMS adapter, and saving it alone would lose changes made outside "
+            f"it: {'; '.join(problems)}. If you save those changes some other way, pass ignore_changes_outside=True."
+        )
+
+
+def _peft_adapter_saved(model: nn.Module, directory: Path) -> bool:
+    """Whether `directory` holds every PEFT adapter of the `PeftModel` `model` exactly as it is now."""
+    if "peft" not in sys.modules:
+        return False
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if not isinstance(model, PeftModel):
+        return False
+    for adapter_name in model.peft_config:
+        path = (directory if adapter_name == "default" else directory / adapter_name) / "adapter_model.safetensors"
+        if not path.is_file():
+            return False
+        saved, current = load_file(path), get_peft_model_state_dict(model, adapter_name=adapter_name)
+        if saved.keys() != current.keys() or not all(torch.equal(saved[k], current[k].cpu()) for k in saved):
+            return False
+    return True
+
+
+def _some(names: list[str]) -> str:
+    return f"{len(names)}: " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
 def _describe_base(model: nn.Module, family: Family) -> dict[str, object]:

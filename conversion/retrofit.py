@@ -7,18 +7,21 @@ from torch import nn
 from ..modeling.cms_adapter_families import FAMILIES, Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN, attach_levels, ffn_sites
 from ..modeling.modeling_cms_adapter import CMS_MODEL_TYPE_SUFFIX, cms_classes
+from .base_parameters import freeze_outside_adapter, record_fingerprints, release_base
 from .cms_config import CMSConfig
 from .cms_ffn import family_of, fold_levels, strip_levels
 
 
-def retrofit(model: nn.Module, config: CMSConfig | None = None) -> nn.Module:
+def retrofit(model: nn.Module, config: CMSConfig | None = None, freeze_base: bool = True) -> nn.Module:
     """Wrap the FFNs of the selected decoder layers of `model` in CMS blocks, in place, and return `model`.
 
     The model computes exactly what it computed before. The first level (the pretrained FFN) is frozen when its
-    period is `None`; new levels train unless their period is `None`. Parameters outside the FFNs keep their
-    `requires_grad`, so LoRA applied before retrofitting keeps training. A causal LM of a supported family
-    becomes its `CMS<class>` counterpart, which `save_pretrained` and `AutoModelForCausalLM` round-trip once
-    `hf_hope` is imported.
+    period is `None`; new levels train unless their period is `None`. With `freeze_base` (the default, as with
+    PEFT) every other parameter stops training, except those PEFT owns, so LoRA applied before retrofitting keeps
+    training; `freeze_base=False` leaves their `requires_grad` as it was. What is still trainable outside the
+    adapter is fingerprinted, so that `save_cms_adapter` refuses to drop changes to it. A causal LM of a supported
+    family becomes its `CMS<class>` counterpart, which `save_pretrained` and `AutoModelForCausalLM` round-trip
+    once `hf_hope` is imported.
     """
     family = family_of(model)
     resolved = attach_levels(model, family, config if config is not None else CMSConfig())
@@ -32,6 +35,9 @@ def retrofit(model: nn.Module, config: CMSConfig | None = None) -> nn.Module:
             module.config = cms_config
         if type(module) is family.causal_lm_class:
             module.__class__ = cms_model_class
+    if freeze_base:
+        freeze_outside_adapter(model)
+    record_fingerprints(model)
     return model
 
 
@@ -116,6 +122,7 @@ def unretrofit(model: nn.Module, merge: bool = True) -> nn.Module:
     for module in model.modules():
         if type(module) is cms_model_class:
             module.__class__ = family.causal_lm_class
+    release_base(model)  # what retrofit froze trains again
     del model.config.cms_adapter
     model.config.__class__ = family.config_class
     return model

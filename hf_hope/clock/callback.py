@@ -6,6 +6,7 @@ is written into every checkpoint folder (`level_clock.safetensors`) and read bac
 """
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..modeling.levels import UNTAGGED, parameter_levels
 from .core import LevelClock
 from .state_file import CLOCK_STATE_NAME, load_clock_state, save_clock_state
 
@@ -40,6 +42,8 @@ class LevelClockCallback(TrainerCallback):
     ) -> None:
         _refuse_unsupported_setups(args)
         self.clock = LevelClock(kwargs["model"], self.levels, self.reduction)
+        if self.levels is None:
+            _warn_if_no_tagged_level_trains(kwargs["model"])
         _check_learning_rate_groups(self.clock, kwargs.get("optimizer"))
         if state.global_step > 0:
             self._restore(args, state)
@@ -107,6 +111,24 @@ def _refuse_unsupported_setups(args: TrainingArguments) -> None:
             "LevelClockCallback with fp16 needs max_grad_norm > 0: Trainer unscales fp16 gradients before the "
             "optimizer step only when it clips them, and the clock must accumulate unscaled gradients. Set "
             "max_grad_norm (e.g. 1.0), or use bf16."
+        )
+
+
+def _warn_if_no_tagged_level_trains(model: torch.nn.Module) -> None:
+    """A model with levels meant to train but none trainable (e.g. PEFT froze them) would train without its clock."""
+    tags = parameter_levels(model)
+    meant_to_train = [name for name, tag in tags.items() if tag != UNTAGGED and tag.period is not None]
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    if meant_to_train and not trainable.intersection(meant_to_train):
+        warnings.warn(
+            f"LevelClockCallback: no CMS level is trainable ({len(meant_to_train)} parameters of levels with a "
+            "period have requires_grad=False), so the clock has nothing to schedule and only the untagged "
+            "parameters train. If PEFT froze them (get_peft_model, or SFTTrainer's peft_config= on a retrofitted "
+            "model), apply LoRA first and retrofit second: get_peft_model, hf_hope.retrofit, then the trainer "
+            "without peft_config; or the trainer with peft_config on the original model, then "
+            "hf_hope.retrofit(trainer.model) before train().",
+            UserWarning,
+            stacklevel=2,
         )
 
 

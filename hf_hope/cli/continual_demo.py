@@ -80,4 +80,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         ),
     )
     print(format_comparison(results))
+    print(
+        f"\nResults, comparison, plots and the last model of each strategy with its card are in {settings.output_dir}"
+    )
     return results

@@ -25,12 +25,9 @@ class GgufConversionSettings:
 
 def run_gguf_conversion(settings: GgufConversionSettings) -> Path:
     """`hf-hope convert-gguf`: convert the chosen (or packaged SmolLM2) GGUF file and say where it went."""
-    try:
-        gguf_path = Path(settings.gguf_file) if settings.gguf_file else smollm2_gguf_path()
-        output_dir = convert_gguf(
-            gguf_path, settings.output_dir, dtype=DTYPES[settings.dtype], overwrite=settings.overwrite
-        )
-    except (FileNotFoundError, FileExistsError, ImportError) as error:  # the user can act on these: no traceback
-        raise SystemExit(f"hf-hope convert-gguf: {error}") from error
+    gguf_path = Path(settings.gguf_file) if settings.gguf_file else smollm2_gguf_path()
+    output_dir = convert_gguf(
+        gguf_path, settings.output_dir, dtype=DTYPES[settings.dtype], overwrite=settings.overwrite
+    )
     print(f"Wrote a {settings.dtype} transformers model converted from {gguf_path.name} to {output_dir}")
     return output_dir

@@ -15,14 +15,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging
 
 from ..continual.blocks import task_blocks
 from ..continual.classification import ClassificationStream
 from ..continual.perplexity import perplexity
 from ..continual.run_folder import write_json
+from ..continual.settings import check_int
 from ..continual.streams import STREAMS, get_stream, load_stream
 from ..conversion import load_cms_adapter
+from ..data.progress import bar_disabled, library_bars_hidden
 from ..model_card import describe_folder
 
 RESULTS_NAME = "eval_results.json"
@@ -63,6 +64,10 @@ class EvaluationSettings:
         get_stream(self.stream)
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
             raise ValueError(f"max_eval_examples={self.max_eval_examples!r} is invalid: use None or an int >= 1.")
+        check_int("block_size", self.block_size, 2, "a block needs at least 2 tokens")
+        check_int("eval_batch_size", self.eval_batch_size)
+        if self.max_eval_blocks is not None:
+            check_int("max_eval_blocks", self.max_eval_blocks, 1, "or None for all of them")
 
 
 def load_saved_model(folder: str | Path, base_model: str | None = None) -> tuple[torch.nn.Module, str | None]:
@@ -92,7 +97,8 @@ def load_tokenizer(*folders: str | Path | None) -> PreTrainedTokenizerBase:
 
 def evaluate_model(settings: EvaluationSettings) -> dict[str, Any]:
     """The stream's metric on every task; written to `settings.output_file` (JSON) and returned."""
-    model, base_model = load_saved_model(settings.model, settings.base_model)
+    with library_bars_hidden():
+        model, base_model = load_saved_model(settings.model, settings.base_model)
     tokenizer = load_tokenizer(settings.tokenizer, settings.model, base_model)
     stream = get_stream(settings.stream)
     tasks = load_stream(stream.name, excerpts=settings.excerpts, cache_dir=settings.data_cache_dir)
@@ -101,7 +107,7 @@ def evaluate_model(settings: EvaluationSettings) -> dict[str, Any]:
     classification = stream.classification(settings.max_eval_examples)
     labelled = None if classification is None else ClassificationStream(tasks, tokenizer, classification, 1)
     scores = {}
-    progress = tqdm(tasks, desc="evaluating", unit="task", disable=not logging.is_progress_bar_enabled())
+    progress = tqdm(tasks, desc="evaluating", unit="task", disable=bar_disabled())
     for index, (name, dataset) in enumerate(progress):
         if labelled is not None:
             scores[name] = labelled.evaluate_task(model, index, device)

@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
 
+from ..continual.settings import check_int, check_number
+
 BYTE_VOCAB = 256
 BOS_TOKEN = 10  # newline: generation starts at the beginning of a line
 
@@ -29,6 +31,13 @@ class HopeDemoSettings:
     learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (cosine schedule)"})
     corpus_bytes: int = field(default=2_000_000, metadata={"help": "bytes of standard-library source to use"})
     seed: int = field(default=0, metadata={"help": "random seed of initialisation, data order and sampling"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "corpus_bytes"):
+            check_int(name, getattr(self, name))
+        check_int("seq_len", self.seq_len, 2, "a window needs at least 2 bytes")
+        check_int("seed", self.seed, 0)
+        check_number("learning_rate", self.learning_rate, positive=True)
 
 
 def stdlib_source_bytes(max_bytes: int) -> bytes:
@@ -96,6 +105,7 @@ def run_hope_demo(settings: HopeDemoSettings) -> dict[str, float]:
         report_to="none",
         seed=settings.seed,
         use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set)
     initial_loss = trainer.evaluate()["eval_loss"]

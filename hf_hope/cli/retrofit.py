@@ -8,10 +8,12 @@ from typing import Literal
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..continual.settings import check_int
 from ..conversion.adapter_io import save_cms_adapter
 from ..conversion.atomic_write import write_folder
 from ..conversion.cms_config import INIT_MODES, CMSConfig
 from ..conversion.retrofit import retrofit
+from ..data.progress import library_bars_hidden
 from ..model_card import write_model_card
 
 
@@ -45,6 +47,10 @@ class RetrofitSettings:
         default=False, metadata={"help": "write only the CMS adapter (cms_adapter.safetensors + config)"}
     )
     overwrite: bool = field(default=False, metadata={"help": "replace output_dir if it exists and is not empty"})
+
+    def __post_init__(self) -> None:
+        check_int("width", self.width)
+        self.cms()  # a bad level or config file stops the command before the model is loaded
 
     def cms(self) -> CMSConfig:
         """The CMSConfig the settings describe (from the JSON file when one is given)."""
@@ -80,7 +86,13 @@ def parse_layers(layers: str | None) -> list[int] | str | None:
 def run_retrofit(settings: RetrofitSettings) -> Path:
     """`hf-hope retrofit`: load, retrofit, save with the tokenizer and a model card, atomically."""
     config = settings.cms()
-    model = retrofit(AutoModelForCausalLM.from_pretrained(settings.model), config)
+    if not (Path(settings.model) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{settings.model} holds no config.json: give --model a folder saved with save_pretrained (or made by "
+            "`hf-hope convert-gguf`)."
+        )
+    with library_bars_hidden():  # no bar for the weights loaded and the shards written
+        model = retrofit(AutoModelForCausalLM.from_pretrained(settings.model), config)
     tokenizer = None
     if (Path(settings.model) / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(settings.model)
@@ -106,7 +118,8 @@ def run_retrofit(settings: RetrofitSettings) -> Path:
             repo_id=settings.output_dir,
         )
 
-    output_dir = write_folder(settings.output_dir, write, overwrite=settings.overwrite)
+    with library_bars_hidden():
+        output_dir = write_folder(settings.output_dir, write, overwrite=settings.overwrite)
     what = "CMS adapter" if settings.adapter_only else "retrofitted model"
     periods = [level["period"] for level in config.levels]
     print(f"Wrote the {what} (level periods {periods}, slowest first) and its model card to {output_dir}")

@@ -1,36 +1,40 @@
 """`run_experiment`: several continual fine-tuning runs on one stream, compared side by side in one run folder.
 
     run_dir/<run>/              each run's own folder (`run_continual`): progress, results.json, matrix.csv, task_<i>/
-    run_dir/<run>/task_<i>/README.md   a model card next to every saved model (and its tokenizer, when it has one)
+    run_dir/<run>/task_<i>/README.md   a model card next to every saved model (and its tokenizer, when it has one),
+                                       linking the run's plots
     run_dir/results.json        every run's settings, matrix, initial scores, summary and timings, and the comparison
     run_dir/comparison.csv      one row per run: final average, forgetting, transfer, plasticity, final per task
     run_dir/comparison.md       the same as a markdown table (what the CLI prints)
     run_dir/plots/              R_<run>.png (R as a heatmap) and curves.png (each task's score over the stream)
 
 A run is named by its strategy, or by the key of the mapping it is given in (so one strategy can run twice, e.g.
-with two learning rates). Each run resumes on its own: a finished run is read back, not trained again. The metric
+with two learning rates). Each run resumes on its own: a finished run is read back, not trained again; every run's
+folder is checked against its settings before any run trains. Each evaluation prints one line (run, what the model
+has learnt, each task's score), and each training run shows a progress bar on a terminal. The metric
 (its name and direction) is read from the runs' results, so perplexity and accuracy streams are both compared the
 right way round.
 """
 
 import csv
 import io
+import os
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainerCallback
-from transformers.utils import logging
 
 from ..conversion.atomic_write import write_text_atomically
 from ..model_card import write_model_card
 from .blocks import Tokenizer
 from .classification import ClassificationSettings
-from .plots import PLOTS_DIR, write_plots
-from .run_folder import RESULTS_NAME, task_dir, write_json
-from .runner import Tasks, run_continual
+from .plots import CURVES_NAME, PLOTS_DIR, matrix_plot_name, run_title, write_plots
+from .progress import evaluation_line
+from .run_folder import RESULTS_NAME, saved_progress, task_dir, write_json
+from .runner import Tasks, run_continual, run_identity, task_pairs
 from .settings import ContinualSettings
 from .strategies import ModelFactory, get_strategy
 
@@ -82,22 +86,28 @@ def run_experiment(
     """
     runs = named_runs(strategies)
     run_dir = Path(run_dir)
+    names = [name for name, _ in task_pairs(tasks)]
+    for name, settings in runs.items():  # a folder of other settings stops the experiment before any training
+        saved_progress(run_dir / name, run_identity(settings, classification), names)
     run_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
-    for name, settings in tqdm(runs.items(), desc="strategies", unit="run", disable=_no_progress()):
+    for name, settings in runs.items():
         results[name] = run_continual(
             model_factory,
             tasks,
             settings,
             run_dir / name,
             tokenizer=tokenizer,
-            callbacks=[*callbacks, TrainingProgress(name)],
+            callbacks=callbacks,
             classification=classification,
+            on_evaluation=partial(_print_evaluation, name),
         )
     metric, higher_is_better = shared_metric(results)
     task_names = next(iter(results.values()))["tasks"]
+    plots = write_plots(results, task_names, metric, higher_is_better, run_dir / PLOTS_DIR, require=require_plots)
     for name, run in results.items():
-        _finish_task_folders(run_dir / name, run, tokenizer, base_model, data_description, metric, name)
+        figures = _figures(name, run, plots, metric)
+        _finish_task_folders(run_dir / name, run, tokenizer, base_model, data_description, metric, name, figures)
 
     experiment = {
         "format": FORMAT_VERSION,
@@ -109,7 +119,6 @@ def run_experiment(
         "runs": {name: _run_summary(run, run_dir / name, run_dir) for name, run in results.items()},
     }
     experiment["comparison"] = comparison_rows(experiment)
-    plots = write_plots(results, task_names, metric, higher_is_better, run_dir / PLOTS_DIR, require=require_plots)
     experiment["plots"] = [str(path.relative_to(run_dir)) for path in plots]
     write_text_atomically(run_dir / COMPARISON_CSV, comparison_csv(experiment))
     write_text_atomically(run_dir / COMPARISON_MARKDOWN, format_comparison(experiment) + "\n")
@@ -228,27 +237,6 @@ def model_results_table(run: Mapping[str, Any], last_row: int, metric: str) -> s
     return "\n".join(lines)
 
 
-class TrainingProgress(TrainerCallback):
-    """A progress bar over each task's optimizer steps (the runner's Trainer runs with its own bar disabled)."""
-
-    def __init__(self, run_name: str) -> None:
-        self.run_name, self.tasks_started, self.bar = run_name, 0, None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.tasks_started += 1
-        description = f"{self.run_name}: training ({self.tasks_started})"
-        self.bar = tqdm(total=state.max_steps, desc=description, unit="step", leave=False, disable=_no_progress())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _finish_task_folders(
     folder: Path,
     run: Mapping[str, Any],
@@ -257,8 +245,9 @@ def _finish_task_folders(
     data_description: str,
     metric: str,
     name: str,
+    figures: Sequence[tuple[str, Path]],
 ) -> None:
-    """Save the tokenizer and write a model card into every saved task model of one run."""
+    """Save the tokenizer and write a model card, linking `figures` (caption, path), into every saved task model."""
     settings, tasks = run["settings"], run["tasks"]
     strategy = get_strategy(settings["strategy"])
     for index in range(len(run["timings"])):
@@ -274,14 +263,25 @@ def _finish_task_folders(
             model_name=f"{Path(base_model).name} continual {name}, after {trained.split(' -> ')[-1]}",
             data_description=f"{data_description}\n\n{strategy.card_section(settings, trained)}",
             results_table=model_results_table(run, index, metric),
+            figures=[(caption, Path(os.path.relpath(path, model_dir)).as_posix()) for caption, path in figures],
             tags=["continual-learning", strategy.name],
         )
+
+
+def _print_evaluation(run: str, label: str, metric: str, scores: Mapping[str, float]) -> None:
+    print(evaluation_line(run, label, metric, scores), flush=True)  # flushed: a log shows it as it happens
+
+
+def _figures(name: str, run: Mapping[str, Any], plots: Sequence[Path], metric: str) -> list[tuple[str, Path]]:
+    """The plots a run's model cards show, as (caption, path), of those written."""
+    captions = {
+        matrix_plot_name(name): f"R of {run_title(name, run)}: {metric} on each task (columns) after each training "
+        "run (rows)",
+        CURVES_NAME: f"Each task's {metric} over the stream, every run of the experiment",
+    }
+    return [(captions[path.name], path) for path in plots if path.name in captions]
 
 
 def _run_summary(run: Mapping[str, Any], folder: Path, run_dir: Path) -> dict[str, Any]:
     keys = ("strategy", "settings", "metric", "matrix", "initial", "summary", "timings", "joint_row_repeated")
     return {**{key: run.get(key) for key in keys}, "folder": str(folder.relative_to(run_dir))}
-
-
-def _no_progress() -> bool:
-    return not logging.is_progress_bar_enabled()

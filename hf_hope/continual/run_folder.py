@@ -31,9 +31,20 @@ def write_json(path: Path, values: dict[str, Any]) -> None:
 def start_or_resume(run_dir: Path, settings: dict[str, Any], task_names: list[str]) -> dict[str, Any]:
     """The saved progress of `run_dir` (a fresh one if there is none); refuses a folder of another run."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    progress = saved_progress(run_dir, settings, task_names)
+    if progress is None:
+        return {"format": FORMAT_VERSION, "settings": settings, "tasks": task_names, "rows": [], "timings": []}
+    return progress
+
+
+def saved_progress(run_dir: Path, settings: dict[str, Any], task_names: list[str]) -> dict[str, Any] | None:
+    """The progress saved in `run_dir` (None if none); a ValueError if it is a run of other settings or tasks.
+
+    Cheap (no model, no data), so an experiment checks every run's folder before it trains any.
+    """
     path = run_dir / PROGRESS_NAME
     if not path.is_file():
-        return {"format": FORMAT_VERSION, "settings": settings, "tasks": task_names, "rows": [], "timings": []}
+        return None
     progress = json.loads(path.read_text())
     differing = sorted(
         key

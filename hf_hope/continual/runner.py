@@ -12,6 +12,9 @@ and optimizer, acts between tasks, and says which training runs the stream needs
 one on the union of all tasks' training blocks for `num_tasks * steps_per_task` steps (the same total budget),
 whose one row of perplexities is repeated for every task so that R stays T x T (the multi-task upper bound).
 
+On a terminal each training run shows one progress bar (`progress.TrainingProgress`); the libraries' own bars for
+model loads and shard writes are hidden, and the DataLoader pins memory only on a GPU, so a log stays quiet.
+
 After each task the model (or LoRA adapter) is saved in `run_dir/task_<i>` and the progress in
 `run_dir/progress.json`, both atomically, so a run that stops resumes at the first unfinished task when started
 again with the same `run_dir`, settings and tasks, without retraining or losing a finished one.
@@ -38,9 +41,11 @@ from torch.utils.data import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..conversion.atomic_write import write_text_atomically
+from ..data.progress import library_bars_hidden
 from ..metrics import continual_learning_summary
 from .blocks import LanguageModellingStream, Tokenizer
 from .classification import ClassificationSettings, ClassificationStream
+from .progress import TrainingProgress
 from .run_folder import (
     MATRIX_NAME,
     PROGRESS_NAME,
@@ -55,6 +60,7 @@ from .settings import ContinualSettings
 from .strategies import ModelFactory, Strategy, get_strategy
 
 Tasks = Mapping[str, DatasetDict] | Sequence[tuple[str, DatasetDict]]
+EvaluationHook = Callable[[str, str, dict[str, float]], None]  # (what was learnt, metric, {task: score})
 
 
 def run_continual(
@@ -66,6 +72,7 @@ def run_continual(
     tokenizer: Tokenizer,
     callbacks: Sequence[TrainerCallback] = (),
     classification: ClassificationSettings | None = None,
+    on_evaluation: EvaluationHook | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the continual fine-tuning of `model_factory()` on `tasks` in order; returns the results.
 
@@ -79,16 +86,13 @@ def run_continual(
         tokenizer: a `transformers` tokenizer, or a callable mapping a text to token ids.
         callbacks: extra `TrainerCallback`s added to every task's `Trainer`.
         classification: for labelled tasks, how labels become text and are scored; None: language modelling.
+        on_evaluation: called after each evaluation with what the model has learnt ("before training", "after
+            code", ...), the metric and `{task: score}`, e.g. to print a line; a run read back makes no calls.
     """
     run_dir = Path(run_dir)
-    task_list = list(tasks.items()) if isinstance(tasks, Mapping) else [tuple(task) for task in tasks]
+    task_list = task_pairs(tasks)
     names = [name for name, _ in task_list]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ValueError(f"Give at least two tasks with distinct names; got {names}.")
-    settings_dict = json.loads(json.dumps(settings.to_dict()))
-    if classification is not None:
-        settings_dict["classification"] = classification.identity()
-    progress = start_or_resume(run_dir, settings_dict, names)
+    progress = start_or_resume(run_dir, run_identity(settings, classification), names)
     strategy = get_strategy(settings.strategy)
     units = strategy.training_units(names, settings.steps_per_task)
     if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units):
@@ -97,14 +101,18 @@ def run_continual(
     stream = _stream(task_list, tokenizer, settings, classification)
     device = torch.device("cuda" if torch.cuda.is_available() and not settings.use_cpu else "cpu")
 
-    def evaluate_all(model: nn.Module) -> list[float]:
-        return stream.evaluate(model, device)
+    def evaluate_all(model: nn.Module, label: str) -> list[float]:
+        scores = stream.evaluate(model, device)
+        if on_evaluation is not None:
+            on_evaluation(label, stream.metric, dict(zip(names, scores, strict=True)))
+        return scores
 
     done = len(progress["rows"])
     set_seed(settings.seed)
     if done == 0:
-        model = strategy.prepare(model_factory(), settings).to(device)
-        progress["initial"] = evaluate_all(model)
+        with library_bars_hidden():
+            model = strategy.prepare(model_factory(), settings).to(device)
+        progress["initial"] = evaluate_all(model, "before training")
     else:
         saved = task_dir(run_dir, done - 1)
         if not saved.is_dir():
@@ -112,19 +120,24 @@ def run_continual(
                 f"{run_dir} has {done} finished task(s) but no {saved.name} folder to resume from; it was removed. "
                 "Start again in a new run_dir."
             )
-        model = strategy.load(model_factory, saved, settings).to(device)
+        with library_bars_hidden():
+            model = strategy.load(model_factory, saved, settings).to(device)
 
     for index, unit in enumerate(units[done:], start=done):
         started = time.perf_counter()
         dataset = stream.train_dataset(unit.task_indices)
         seed = settings.seed + index
-        model = _train(model, dataset, stream.collator, unit.steps, strategy, settings, seed, run_dir, callbacks)
+        bar = TrainingProgress(f"{run_dir.name}: {unit.label}")
+        model = _train(
+            model, dataset, stream.collator, unit.steps, strategy, settings, seed, run_dir, [*callbacks, bar]
+        )
         model = strategy.finish_task(model, settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        row = evaluate_all(model)
+        row = evaluate_all(model, f"after {unit.label}")
         eval_seconds = time.perf_counter() - started
-        save_task(run_dir, index, partial(strategy.save, model))
+        with library_bars_hidden():
+            save_task(run_dir, index, partial(strategy.save, model))
         progress["rows"].append(row)
         progress["timings"].append(
             {
@@ -138,6 +151,23 @@ def run_continual(
         if not settings.keep_task_models and index > 0:
             shutil.rmtree(task_dir(run_dir, index - 1), ignore_errors=True)
     return _finish(run_dir, progress, strategy, names, stream.metric, stream.higher_is_better)
+
+
+def task_pairs(tasks: Tasks) -> list[tuple[str, DatasetDict]]:
+    """`tasks` as `(name, DatasetDict)` pairs in stream order; at least two, with distinct names."""
+    pairs = list(tasks.items()) if isinstance(tasks, Mapping) else [tuple(task) for task in tasks]
+    names = [name for name, _ in pairs]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"Give at least two tasks with distinct names; got {names}.")
+    return pairs
+
+
+def run_identity(settings: ContinualSettings, classification: ClassificationSettings | None) -> dict[str, Any]:
+    """What ties a run folder to its settings (as JSON values): a run resumes only under the same identity."""
+    identity = json.loads(json.dumps(settings.to_dict()))
+    if classification is not None:
+        identity["classification"] = classification.identity()
+    return identity
 
 
 def _stream(
@@ -182,6 +212,7 @@ def _train(
         report_to="none",
         disable_tqdm=True,
         use_cpu=settings.use_cpu,
+        dataloader_pin_memory=torch.cuda.is_available() and not settings.use_cpu,  # without a GPU it only warns
     )
     trainer = Trainer(
         model=model,

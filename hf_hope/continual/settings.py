@@ -1,13 +1,35 @@
 """`ContinualSettings`: what a continual fine-tuning run does, in the style of `TrainingArguments`."""
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from transformers.trainer_utils import SchedulerType
 
 from ..conversion.cms_config import INIT_MODES
 from ..modeling.levels import check_lr_scale, check_period
 from .strategies import STRATEGY_REGISTRY, get_strategy
 
 STRATEGIES = tuple(STRATEGY_REGISTRY)  # the built-in strategies; registered ones are accepted too
+SCHEDULERS = tuple(scheduler.value for scheduler in SchedulerType)  # Trainer's lr_scheduler_type values
+
+
+def check_int(name: str, value: Any, minimum: int = 1, note: str = "") -> int:
+    """`value` if it is an int >= `minimum` (not a bool), else a ValueError naming the setting."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}={value!r} is invalid: it must be an int >= {minimum}{f' ({note})' if note else ''}.")
+    return value
+
+
+def check_number(name: str, value: Any, *, positive: bool = False, note: str = "") -> float:
+    """`value` if it is a finite number > 0 (`positive`) or >= 0, else a ValueError naming the setting."""
+    valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not valid or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{name}={value!r} is invalid: it must be a finite number {bound}{f' ({note})' if note else ''}."
+        )
+    return value
 
 
 def check_strategy(name: str) -> str:
@@ -75,14 +97,19 @@ class ContinualSettings:
 
     def __post_init__(self) -> None:
         check_strategy(self.strategy)
-        for name in ("steps_per_task", "batch_size", "block_size", "lora_rank", "cms_width", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: it must be an int >= 1.")
-        if self.block_size < 2:
-            raise ValueError(f"block_size={self.block_size} is invalid: a block needs at least 2 tokens.")
-        if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
-            raise ValueError(f"max_eval_blocks={self.max_eval_blocks!r} is invalid: use None or an int >= 1.")
+        for name in ("steps_per_task", "batch_size", "lora_rank", "lora_alpha", "cms_width", "eval_batch_size"):
+            check_int(name, getattr(self, name))
+        check_int("block_size", self.block_size, 2, "a block needs at least 2 tokens")
+        check_int("seed", self.seed, 0)
+        if self.max_eval_blocks is not None:
+            check_int("max_eval_blocks", self.max_eval_blocks, 1, "or None for all of them")
+        check_number("learning_rate", self.learning_rate, positive=True)
+        check_number("weight_decay", self.weight_decay)
+        check_number("max_grad_norm", self.max_grad_norm, note="0 disables clipping")
+        if self.lr_scheduler_type not in SCHEDULERS:
+            raise ValueError(
+                f"lr_scheduler_type={self.lr_scheduler_type!r} is unknown: choose one of {', '.join(SCHEDULERS)}."
+            )
         self.cms_periods = list(self.cms_periods)
         if not self.cms_periods:
             raise ValueError("cms_periods=[] is invalid: give the period of one or more new CMS levels.")

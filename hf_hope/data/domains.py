@@ -17,9 +17,9 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Value
 from tqdm.auto import tqdm
-from transformers.utils import logging
 
 from . import sources
+from .progress import bar_disabled
 
 DOMAINS = ("code", "news", "literature")
 DOCUMENT_FEATURES = Features({"id": Value("string"), "text": Value("string")})
@@ -173,4 +173,4 @@ def _to_dataset(documents: list[Document]) -> Dataset:
 
 
 def _progress(items, description: str, unit: str):
-    return tqdm(items, desc=description, unit=f" {unit}", disable=not logging.is_progress_bar_enabled(), leave=False)
+    return tqdm(items, desc=description, unit=f" {unit}", disable=bar_disabled(), leave=False)

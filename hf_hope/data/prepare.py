@@ -32,6 +32,7 @@ from ..conversion.atomic_write import sibling_folder
 from . import sources
 from .clinc import build_clinc_tasks
 from .domains import DOMAINS, DomainSizes, build_domain_stream
+from .progress import bar_disabled, library_bars_hidden
 
 logger = logging.get_logger(__name__)
 
@@ -67,6 +68,18 @@ class DataPreparationSettings:
     intents_per_task: int = field(default=10, metadata={"help": "CLINC intents per task (150 intents: 15 tasks)"})
     seed: int = field(default=0, metadata={"help": "seed of the permutation that assigns CLINC intents to tasks"})
     overwrite: bool = field(default=False, metadata={"help": "rebuild the datasets even if they are cached"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction!r} is invalid:"
+                " give a fraction between 0 and 1 (e.g. 0.05)."
+            )
+        for name, value in asdict(self.sizes).items():
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: give an int >= 1, or None for no cap.")
+        if self.intents_per_task < 1:
+            raise ValueError(f"intents_per_task={self.intents_per_task!r} is invalid: it must be an int >= 1.")
 
     @property
     def sizes(self) -> DomainSizes:
@@ -110,7 +123,8 @@ def prepare_domains(settings: DataPreparationSettings) -> Path:
         paths = {domain: _domain_source(domain, settings) for domain in DOMAINS}
         stream = build_domain_stream(paths, settings.validation_fraction, settings.sizes)
         for domain, dataset in _progress(stream.items(), "saving domains"):
-            dataset.save_to_disk(folder / domain)
+            with library_bars_hidden():
+                dataset.save_to_disk(folder / domain)
         return {
             "domains": list(stream),
             "sizes": {domain: _text_sizes(dataset) for domain, dataset in stream.items()},
@@ -127,7 +141,8 @@ def prepare_clinc(settings: DataPreparationSettings) -> Path:
         path = sources.excerpt_path("clinc") if settings.excerpts else _fetch(sources.SIMSITY, settings)
         tasks, datasets = build_clinc_tasks(sources.read_clinc(path), settings.intents_per_task, settings.seed)
         for index, dataset in enumerate(_progress(datasets, "saving CLINC tasks")):
-            dataset.save_to_disk(folder / _task_name(index))
+            with library_bars_hidden():
+                dataset.save_to_disk(folder / _task_name(index))
         return {
             "tasks": tasks,
             "sizes": [{split: dataset[split].num_rows for split in dataset} for dataset in datasets],
@@ -245,4 +260,4 @@ def _task_name(index: int) -> str:
 
 
 def _progress(items, description: str):
-    return tqdm(items, desc=description, disable=not logging.is_progress_bar_enabled(), leave=False)
+    return tqdm(items, desc=description, disable=bar_disabled(), leave=False)

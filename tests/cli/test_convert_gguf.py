@@ -17,6 +17,9 @@ def test_cli_convert_gguf_calls_the_converter(tmp_path, monkeypatch, capsys):
     assert str(tmp_path) in capsys.readouterr().out
 
 
-def test_cli_convert_gguf_reports_user_errors_without_traceback(tmp_path):
-    with pytest.raises(SystemExit, match="GGUF file not found"):
+def test_cli_convert_gguf_reports_user_errors_without_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
         main(["convert-gguf", "--gguf_file", str(tmp_path / "absent.gguf"), "--output_dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert raised.value.code == 1 and error.count("\n") == 1
+    assert error.startswith("hf-hope convert-gguf: error: ") and "GGUF file not found" in error

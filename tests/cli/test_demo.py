@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 from huggingface_hub import ModelCard
@@ -36,9 +37,16 @@ def test_the_quick_demo_compares_full_fine_tuning_and_cms(smollm2_dir, tmp_path,
         data_cache_dir=str(tmp_path / "data"),
     )
     try:
-        results = run_demo(settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = run_demo(settings)
     except MissingSourceError as error:
         pytest.skip(str(error))
+    printed, errors = capsys.readouterr()
+    assert not [warning for warning in caught if "pin_memory" in str(warning.message)]
+    assert "\x1b[" not in printed + errors and "\r" not in printed + errors  # a log: no progress bars
+    evaluations = [line for line in printed.splitlines() if line.startswith(("full, ", "cms, "))]
+    assert len(evaluations) == 2 * 4  # each strategy: before training and after each of the three domains
 
     assert results["tasks"] == ["code", "news", "literature"] and list(results["runs"]) == ["full", "cms"]
     for run in results["runs"].values():
@@ -48,5 +56,5 @@ def test_the_quick_demo_compares_full_fine_tuning_and_cms(smollm2_dir, tmp_path,
     card = ModelCard.load(tmp_path / "demo" / "cms" / "task_2" / "README.md")
     assert "| 2 | 16 | 1.0 |" in card.text and "| 3 | 1 | 1.0 |" in card.text
     assert not (tmp_path / "demo" / "cms" / "task_0").exists()  # only each strategy's last model is kept
-    assert "relative forgetting" in capsys.readouterr().out
+    assert "relative forgetting" in printed
     assert run_demo(settings)["runs"] == results["runs"]  # a finished demo is read back, not trained again

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -141,9 +142,16 @@ def test_cms_trains_copies_of_the_pretrained_ffn_by_default():
         ({"cms_init": "random"}, "cms_init='random' is unknown"),
         ({"cms_lr_scales": [1.0]}, "one positive scale per CMS period"),
         ({"cms_lr_scales": [0.0, 1.0]}, r"cms_lr_scales\[0\]: lr_scale=0.0 is invalid: it must be > 0"),
+        ({"learning_rate": 0.0}, r"learning_rate=0.0 is invalid: it must be a finite number > 0"),
+        ({"learning_rate": float("nan")}, r"learning_rate=nan is invalid"),
+        ({"weight_decay": -0.1}, r"weight_decay=-0.1 is invalid: it must be a finite number >= 0"),
+        ({"lr_scheduler_type": "cosinus"}, r"lr_scheduler_type='cosinus' is unknown: choose one of linear, cosine"),
+        ({"seed": -1}, r"seed=-1 is invalid: it must be an int >= 0"),
+        ({"block_size": 1}, r"block_size=1 is invalid: it must be an int >= 2 \(a block needs at least 2 tokens\)"),
+        ({"steps_per_task": "ten"}, r"steps_per_task='ten' is invalid: it must be an int >= 1"),
     ],
 )
-def test_bad_cms_settings_are_clear_errors(changes, message):
+def test_bad_settings_are_clear_errors(changes, message):
     with pytest.raises(ValueError, match=message):
         settings("cms", **changes)
 
@@ -220,9 +228,26 @@ def test_texts_become_blocks_with_a_transformers_tokenizer():
     assert tokenize_texts(["ab"], char_ids) == [97, 98]
 
 
-def test_only_the_latest_task_model_is_kept_when_asked(domains, tmp_path):
-    run_continual(factory, domains, settings("full", keep_task_models=False), tmp_path, tokenizer=char_ids)
+def test_only_the_latest_task_model_is_kept_when_asked(domains, tmp_path, capsys):
+    reported = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run_continual(
+            factory,
+            domains,
+            settings("full", keep_task_models=False, use_cpu=False),  # the device a user gets
+            tmp_path,
+            tokenizer=char_ids,
+            on_evaluation=lambda *report: reported.append(report),
+        )
     assert [path.name for path in tmp_path.glob("task_*")] == [f"task_{len(domains) - 1}"]
+    names = list(domains)
+    assert [label for label, _, _ in reported] == ["before training", *(f"after {name}" for name in names)]
+    assert all(metric == "perplexity" and list(scores) == names for _, metric, scores in reported)
+    assert [list(scores.values()) for _, _, scores in reported] == [results["initial"], *results["matrix"]]
+    assert not [warning for warning in caught if "pin_memory" in str(warning.message)]  # pinned only on a GPU
+    errors = capsys.readouterr().err
+    assert "Writing model shards" not in errors and "Loading weights" not in errors
 
 
 def test_settings_parse_from_the_command_line():

@@ -42,11 +42,16 @@ def experiment(domains, run_dir, strategies, **kwargs):
     )
 
 
-def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path):
+def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path, capsys):
     experiment(domains, tmp_path, [settings("full")])
+    capsys.readouterr()
     counter = CountTrainings()
     results = experiment(domains, tmp_path, [settings("full"), settings("cms")], callbacks=[counter])
     assert counter.started == len(domains)  # only cms trained: the finished full run is read back
+    lines = capsys.readouterr().out.splitlines()  # one per evaluation of the run that trained
+    assert [line.split(":")[0] for line in lines] == ["cms, before training"] + [
+        f"cms, after {task}" for task in domains
+    ]
 
     names = list(domains)
     assert json.loads((tmp_path / "results.json").read_text()) == results
@@ -82,6 +87,7 @@ def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path):
             assert {"hf_hope", "continual-learning", name} <= set(card.data.tags)
             assert f"| {names[index]} | " + " | ".join(f"{value:.4g}" for value in matrix[index]) in card.text
             assert " -> ".join(names[: index + 1]) in card.text
+            assert f"](../../plots/R_{name}.png)" in card.text and "](../../plots/curves.png)" in card.text
             if name == "cms":  # levels: the frozen pretrained FFN, then the new levels of periods 2 and 1
                 assert "| 1 | frozen | 1.0 |\n| 2 | 2 | 1.0 |\n| 3 | 1 | 1.0 |" in card.text
                 assert "import hf_hope" in card.text
@@ -99,6 +105,15 @@ def test_a_lora_run_gets_a_peft_loading_snippet(domains, tmp_path):
     card = ModelCard.load(tmp_path / "lora-r4" / "task_2" / "README.md")
     assert card.data.library_name == "peft" and "lora" in card.data.tags
     assert "PeftModel.from_pretrained(base" in card.text
+
+
+def test_a_run_folder_of_other_settings_stops_the_experiment_before_any_training(domains, tmp_path):
+    experiment(domains, tmp_path / "old", [settings("cms")])
+    (tmp_path / "old" / "cms").rename(tmp_path / "cms")
+    counter = CountTrainings()
+    with pytest.raises(ValueError, match="other settings.*learning_rate"):
+        experiment(domains, tmp_path, [settings("full"), settings("cms", learning_rate=1e-3)], callbacks=[counter])
+    assert counter.started == 0 and not (tmp_path / "full").exists()
 
 
 def test_run_names():
@@ -162,6 +177,34 @@ def test_plots_of_an_accuracy_matrix(tmp_path):
     assert [path.name for path in paths] == ["R_a.png", "R_b.png", "curves.png"]
     assert all(png_size(path)[0] > 100 for path in paths)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_curves_have_a_panel_per_task_and_one_legend_of_readable_run_names():
+    pytest.importorskip("matplotlib")
+    runs = {
+        "full": {"strategy": "full", "matrix": [[12.0, 60.0], [15.0, 40.0]], "initial": [17.0, 64.0]},
+        "cms-fast": {"strategy": "cms", "matrix": [[12.5, 61.0], [13.0, 41.0]], "initial": [17.0, 64.0]},
+        "joint": {
+            "strategy": "joint",
+            "matrix": [[13.0, 42.0]] * 2,
+            "initial": [17.0, 64.0],
+            "joint_row_repeated": True,
+        },
+    }
+    figure = plots_module.curves_figure(runs, ["code", "news"], "perplexity")
+    panels = [axes for axes in figure.axes if axes.get_visible()]
+    assert [axes.get_title() for axes in panels] == ["code", "news"]
+    assert all(axes.get_legend() is None for axes in panels) and len(figure.legends) == 1
+    names = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert names == ["Full fine-tuning", "CMS adapter (cms-fast)", "Joint (multi-task)"]
+    code = panels[0]
+    assert code.get_ylim()[1] < 20  # code's own range, not shared with news' perplexities around 60
+    assert [line.get_linestyle() for line in code.get_lines()[:3]] == ["-", "-", "--"]
+    heatmap = plots_module.matrix_figure(
+        runs["cms-fast"]["matrix"], ["code", "news"], "perplexity", False, "CMS adapter"
+    )
+    assert heatmap.axes[0].get_title() == "R: CMS adapter"
+    assert plots_module.run_title("lora", {"strategy": "lora"}) == "LoRA"
 
 
 def test_unknown_strategy_in_settings_is_a_clear_error():

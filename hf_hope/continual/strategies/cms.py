@@ -33,6 +33,7 @@ class CMSStrategy(Strategy):
     """The CMS adapter's new levels train, each at its period; the pretrained model stays frozen."""
 
     name = "cms"
+    title = "CMS adapter"
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         config = CMSConfig.from_periods(

@@ -18,6 +18,7 @@ class FullStrategy(Strategy):
     """Full fine-tuning: the whole model is trainable and saved."""
 
     name = "full"
+    title = "Full fine-tuning"
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         return model.requires_grad_(True)

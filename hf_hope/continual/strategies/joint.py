@@ -15,6 +15,7 @@ class JointStrategy(FullStrategy):
     """Multi-task training of the whole model on every task at once."""
 
     name = "joint"
+    title = "Joint (multi-task)"
     trains_jointly = True
 
     def training_units(self, task_names: Sequence[str], steps_per_task: int) -> list[TrainingUnit]:

@@ -23,6 +23,7 @@ class LoraStrategy(Strategy):
     """LoRA adapters on `lora_target_modules`, by default every linear projection inside the attention blocks."""
 
     name = "lora"
+    title = "LoRA"
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         from peft import LoraConfig, get_peft_model

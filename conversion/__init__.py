@@ -7,7 +7,8 @@ retrofitted checkpoints carry it; it is re-exported here.
 from ..modeling.cms_adapter_families import FAMILIES
 from ..modeling.cms_adapter_ffn import LevelMixing, RetrofittedFFN
 from ..modeling.modeling_cms_adapter import register_auto_classes
-from .adapter_io import CMS_WEIGHTS_NAME, cms_adapter_state_dict, load_cms_adapter, save_cms_adapter
+from .adapter_files import CMS_WEIGHTS_NAME
+from .adapter_io import cms_adapter_state_dict, load_cms_adapter, save_cms_adapter
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
 from .gguf import convert_gguf
 from .retrofit import consolidate_levels, retrofit, unretrofit

@@ -5,25 +5,22 @@ FFN too when its level is not frozen. The JSON also describes the base model, so
 message saying why, by a base it was not made for.
 """
 
-import json
 import os
 import sys
 import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..modeling.cms_adapter_families import Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN, ffn_sites
-from .atomic_write import atomic_file
+from .adapter_files import read_adapter_pair, write_adapter_pair
 from .base_parameters import changes_outside_adapter, trainable_outside_adapter
 from .cms_config import CMS_CONFIG_NAME, CMSConfig
 from .cms_ffn import family_of
 from .retrofit import retrofit, retrofitted_family, unretrofit
-
-CMS_WEIGHTS_NAME = "cms_adapter.safetensors"
 
 
 def cms_adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -43,8 +40,8 @@ def cms_adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_cms_adapter(model: nn.Module, save_directory: str | os.PathLike, ignore_changes_outside: bool = False) -> None:
     """Write `cms_adapter.safetensors` and `cms_adapter_config.json` for the retrofitted `model`.
 
-    Each file is written under a temporary name and then renamed, so an interrupted save never leaves a
-    half-written adapter. The folder may also hold a PEFT adapter or a full model.
+    The two files are written as one pair (`adapter_files`): an interrupted save leaves the old adapter or the
+    new one, never a mix. The folder may also hold a PEFT adapter or a full model.
 
     The adapter alone would lose any change made outside it, so this refuses (ValueError) when a parameter
     outside the adapter changed since `retrofit`, or became trainable after it. PEFT's weights count as saved
@@ -55,11 +52,8 @@ def save_cms_adapter(model: nn.Module, save_directory: str | os.PathLike, ignore
     directory = Path(save_directory)
     if not ignore_changes_outside:
         _refuse_lost_changes(model, directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous() for name, tensor in cms_adapter_state_dict(model).items()}
-    with atomic_file(directory / CMS_WEIGHTS_NAME) as temporary:
-        save_file(tensors, temporary, metadata={"format": "pt"})
-    config.save_pretrained(directory, base_model=_describe_base(model, family))
+    write_adapter_pair(directory, tensors, {**config.to_dict(), "base_model": _describe_base(model, family)})
 
 
 def load_cms_adapter(model: nn.Module, adapter_directory: str | os.PathLike) -> nn.Module:
@@ -69,14 +63,13 @@ def load_cms_adapter(model: nn.Module, adapter_directory: str | os.PathLike) -> 
     whose tensors do not match what the config builds.
     """
     directory = Path(adapter_directory)
-    config_path, weights_path = directory / CMS_CONFIG_NAME, directory / CMS_WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist: {directory} holds no CMS adapter saved by save_cms_adapter."
-            )
-    saved = json.loads(config_path.read_text())
-    expected_base = saved.pop("base_model")
+    tensors, saved = read_adapter_pair(directory)
+    expected_base = saved.pop("base_model", None)
+    if not isinstance(expected_base, dict):
+        raise ValueError(
+            f"{directory / CMS_CONFIG_NAME} does not describe the base model the adapter was made for (no "
+            "'base_model' object): it was not written by save_cms_adapter; save the adapter again."
+        )
     family = family_of(model)
     actual_base = _describe_base(model, family)
     if expected_base != actual_base:
@@ -84,7 +77,6 @@ def load_cms_adapter(model: nn.Module, adapter_directory: str | os.PathLike) -> 
             f"The CMS adapter in {directory} was made for another base model: it expects {expected_base}, "
             f"but this model is {actual_base}."
         )
-    tensors = load_file(weights_path)
     retrofit(model, CMSConfig.from_dict(saved))
     expected = {name: tensor.shape for name, tensor in cms_adapter_state_dict(model).items()}
     problems = _tensor_problems(expected, {name: tensor.shape for name, tensor in tensors.items()})

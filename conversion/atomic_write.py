@@ -71,9 +71,29 @@ def move_into_place(staging: Path, output_dir: Path, overwrite: bool) -> None:
             shutil.rmtree(previous, ignore_errors=True)
 
 
+def recover_swapped_folder(output_dir: str | Path) -> Path:
+    """Put back the previous `output_dir` if a writer died between the two renames that swap it for the new one.
+
+    `move_into_place` moves the old folder into a hidden `previous` sibling just before renaming the new one into
+    place; a process killed in between leaves no `output_dir`, but the old one whole in that sibling.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        return output_dir
+    kept = sorted(output_dir.parent.glob(f".{output_dir.name}.previous-*/{output_dir.name}"), key=_mtime)
+    if kept:
+        kept[-1].rename(output_dir)
+        shutil.rmtree(kept[-1].parent, ignore_errors=True)
+    return output_dir
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
 def write_folder(output_dir: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Call `write(staging)` on a hidden sibling folder and rename it to `output_dir` when it returns."""
-    output_dir = Path(output_dir)
+    output_dir = recover_swapped_folder(output_dir)
     check_output_dir(output_dir, overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = sibling_folder(output_dir, "partial")

@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -91,6 +92,17 @@ class HopeConfig(PreTrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = False
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "HopeConfig":
+        """`PretrainedConfig.from_dict`, refusing the config of another architecture (it would read as defaults)."""
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"This config.json is of model type {model_type!r}, not {cls.model_type!r}: HopeConfig cannot read "
+                f"another architecture's config. Load that folder with AutoModelForCausalLM, or give a HOPE folder."
+            )
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
         # Standard names (`num_attention_heads=`) must be applied before the fields they alias are validated and used.

@@ -11,6 +11,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
+from .checkpoint_errors import weights_named_on_error
 from .cms_adapter_config import CMSAdapterConfig
 from .cms_adapter_families import FAMILIES, Family
 from .cms_adapter_ffn import attach_levels
@@ -59,6 +60,12 @@ def _cms_model_class(family: Family, config_class: type[PretrainedConfig]) -> ty
                     f"{type(self).__name__} needs config.cms_adapter; build one with hf_hope.retrofit(model, config)."
                 )
             attach_levels(self, family, CMSAdapterConfig.from_dict(config.cms_adapter))
+
+        @classmethod
+        def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> PreTrainedModel:
+            """The family's `from_pretrained`; a damaged weights file is an error that names the folder."""
+            with weights_named_on_error(pretrained_model_name_or_path):
+                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     CMSFamilyForCausalLM.config_class = config_class
     return _name(CMSFamilyForCausalLM, f"CMS{family.causal_lm_class.__name__}")

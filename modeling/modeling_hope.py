@@ -19,6 +19,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .cache_hope import HopeCache
+from .checkpoint_errors import weights_named_on_error
 from .cms import ContinuumMemory
 from .configuration_hope import HopeConfig
 from .normalization import HopeRMSNorm
@@ -98,13 +99,14 @@ class HopePreTrainedModel(PreTrainedModel):
         A missing, unexpected or mis-shaped tensor of the backbone would otherwise leave part of the model randomly
         initialised or silently drop trained weights. The head follows transformers: a checkpoint without it (a
         `HopeModel` loaded as `HopeForCausalLM`) gets a tied head, or a newly initialised one that transformers'
-        load report lists as MISSING.
+        load report lists as MISSING. A damaged weights file is an error that names the folder.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-        model, loading_info = super().from_pretrained(
-            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
+        with weights_named_on_error(args[0] if args else kwargs.get("pretrained_model_name_or_path")):
+            model, loading_info = super().from_pretrained(
+                *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
         problems = _loading_problems(model, loading_info, ignore_mismatched_sizes)
         if problems:
             listed = "; ".join(f"{kind}: {sorted(map(str, names))[:20]}" for kind, names in problems.items())

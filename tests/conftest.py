@@ -31,6 +31,24 @@ def nan_poisoned_allocations(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny Llama saved with a character-level tokenizer whose ids fit its 128-token vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from .helpers import tiny_family_model
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    vocabulary = {chr(code): code for code in range(126)} | {"[UNK]": 126, "</s>": 127}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+    tiny_family_model("llama").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
     """SmolLM2-135M-Instruct converted once per session from its packaged GGUF to a float32 folder (about 20 s).
 

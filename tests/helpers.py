@@ -102,6 +102,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
 
 
+# `hf-hope continual` flags for a quick run of the tiny Llama of the `tiny_dir` fixture on the packaged excerpts.
+QUICK_TINY = ["--quick", "--use_cpu", "--steps_per_task", "2", "--learning_rate", "1e-2"]
+QUICK_TINY += ["--cms_periods", "2", "1", "--cms_width", "16", "--block_size", "32"]
+
 WITHOUT_HF_HOPE = """import sys
 sys.modules["hf_hope"] = None  # any import of hf_hope now raises ImportError
 try:

@@ -2,7 +2,8 @@
 
 Errors a user can act on are one line on stderr, never a traceback, and the exit status says which kind: 2 for a bad
 setting (a flag, a config file, a value the settings classes reject; all checked before any work starts), 1 for a
-run that cannot go on (a missing package or file, an output folder in the way, a run folder of other settings).
+run that cannot go on (a missing package or file, an output folder in the way, a run folder of other settings);
+2 again for a folder another live process is using.
 Anything else is a bug and keeps its traceback.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser
 
+from ..conversion.folder_lock import FolderInUseError
 from ..data.progress import library_bars_hidden
 from .config_file import read_config_file
 from .continual import ContinualExperimentSettings, StrategySettings, run_continual_experiment
@@ -180,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with library_bars_hidden(not sys.stderr.isatty()):
             COMMANDS[name].run(*settings)
-    except StrictDataclassError as error:  # a config (of a saved model, say) with a value of the wrong type
+    except (StrictDataclassError, FolderInUseError) as error:  # a bad saved config; a folder another run holds
         _fail(name, error, 2)
     except RUN_ERRORS as error:
         _fail(name, error, 1)

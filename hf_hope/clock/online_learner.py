@@ -7,6 +7,7 @@ level-clocked optimizer step: fast levels adapt every chunk, slow levels every `
 """
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..conversion.atomic_write import atomic_file
+from ..conversion.atomic_write import recover_swapped_folder, write_folder
 from .clocked_optimizer import ClockedOptimizer
 from .core import LevelClock
 from .state_file import CLOCK_STATE_NAME, load_clock_state, save_clock_state
@@ -114,25 +115,37 @@ class OnlineLearner:
         self.tokens_seen = int(state["tokens_seen"])
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Save the model (`save_pretrained`), the clock (its own file) and the rest of the learner's state."""
-        directory = Path(directory)
-        self.model.save_pretrained(directory)
-        save_clock_state(self.clock, directory / CLOCK_STATE_NAME)
+        """Save the model (`save_pretrained`), the clock (its own file) and the rest of the learner's state.
+
+        The three are written into a staging folder that then replaces `directory` as a whole, so an interrupted
+        save leaves the previous save, never a new model next to an old learner state.
+        """
         rest = self.state_dict()
         rest["optimizer"] = self.optimizer.optimizer.state_dict()  # the clock's part is in CLOCK_STATE_NAME
-        with atomic_file(directory / LEARNER_STATE_NAME) as temporary:
-            torch.save(rest, temporary)
+
+        def write(staging: Path) -> None:
+            self.model.save_pretrained(staging)
+            save_clock_state(self.clock, staging / CLOCK_STATE_NAME)
+            torch.save(rest, staging / LEARNER_STATE_NAME)
+
+        write_folder(directory, write, overwrite=True)
 
     def load(self, directory: str | os.PathLike) -> None:
         """Restore the learner's state saved by `save` (load the model itself with `from_pretrained`)."""
-        directory = Path(directory)
+        directory = recover_swapped_folder(directory)
         paths = [directory / LEARNER_STATE_NAME, directory / CLOCK_STATE_NAME]
         missing = [path for path in paths if not path.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{', '.join(map(str, missing))} not found: {directory} was not written by OnlineLearner.save."
             )
-        rest = torch.load(paths[0], weights_only=True)
+        try:
+            rest = torch.load(paths[0], weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"{paths[0]} cannot be read ({' '.join(str(error).split()[:12])} ...): the file is damaged or "
+                "truncated. Load an earlier save."
+            ) from error
         self.optimizer.optimizer.load_state_dict(rest["optimizer"])
         load_clock_state(self.clock, paths[1])
         self._pending, self._context = rest["pending"].clone(), rest["context"].clone()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..conversion.atomic_write import atomic_file
@@ -33,9 +33,17 @@ def save_clock_state(clock: LevelClock, path: str | os.PathLike) -> None:
 def load_clock_state(clock: LevelClock, path: str | os.PathLike) -> None:
     """Restore `clock` from a file written by `save_clock_state`; refuses one saved for other levels."""
     path = Path(path)
-    tensors = load_file(path)
-    with safe_open(path, framework="pt") as file:
-        metadata = {key: json.loads(value) for key, value in file.metadata().items()}
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as file:
+            metadata = {key: json.loads(value) for key, value in (file.metadata() or {}).items()}
+    except (SafetensorError, ValueError) as error:
+        raise ValueError(
+            f"{path} is not a level clock state that can be read ({error}): the file is damaged or truncated. "
+            "Resume from another checkpoint."
+        ) from error
+    if missing := sorted(set(_SCALARS) - set(metadata)):
+        raise ValueError(f"{path} is not a level clock state written by save_clock_state (no {missing}).")
     clock.load_state_dict(
         {
             **metadata,

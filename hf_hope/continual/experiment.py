@@ -28,6 +28,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from ..conversion.atomic_write import write_text_atomically
+from ..conversion.folder_lock import folder_lock
 from ..model_card import write_model_card
 from .blocks import Tokenizer
 from .classification import ClassificationSettings
@@ -90,6 +91,35 @@ def run_experiment(
     for name, settings in runs.items():  # a folder of other settings stops the experiment before any training
         saved_progress(run_dir / name, run_identity(settings, classification), names)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run_dir):  # a second process on this folder stops here (FolderInUseError)
+        return _run_locked(
+            model_factory,
+            runs,
+            tasks,
+            run_dir,
+            tokenizer=tokenizer,
+            base_model=base_model,
+            data_description=data_description,
+            callbacks=callbacks,
+            classification=classification,
+            require_plots=require_plots,
+        )
+
+
+def _run_locked(
+    model_factory: ModelFactory,
+    runs: dict[str, ContinualSettings],
+    tasks: Tasks,
+    run_dir: Path,
+    *,
+    tokenizer: Tokenizer,
+    base_model: str,
+    data_description: str,
+    callbacks: Sequence[TrainerCallback],
+    classification: ClassificationSettings | None,
+    require_plots: bool,
+) -> dict[str, Any]:
+    """`run_experiment` once it holds `run_dir`'s lock."""
     results: dict[str, dict[str, Any]] = {}
     for name, settings in runs.items():
         results[name] = run_continual(

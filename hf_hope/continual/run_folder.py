@@ -9,10 +9,11 @@ run_dir/matrix.csv      R as a table: one row per trained task, one column per e
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-from ..conversion.atomic_write import write_folder, write_text_atomically
+from ..conversion.atomic_write import recover_swapped_folder, write_folder, write_text_atomically
 
 FORMAT_VERSION = 1
 PROGRESS_NAME = "progress.json"
@@ -60,6 +61,17 @@ def saved_progress(run_dir: Path, settings: dict[str, Any], task_names: list[str
     if progress["tasks"] != task_names:
         raise ValueError(f"{run_dir} holds a run over tasks {progress['tasks']}, not {task_names}. Use a new run_dir.")
     return progress
+
+
+def tidy_run_folder(run_dir: Path) -> None:
+    """Undo what a killed run left behind: a task folder caught mid-swap comes back, staging folders go.
+
+    Called with the run folder's lock held, so no other process is writing into it.
+    """
+    for previous in run_dir.glob(".task_*.previous-*"):
+        recover_swapped_folder(run_dir / previous.name[1:].split(".previous-")[0])
+    for staging in run_dir.glob(".task_*.partial-*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_task(run_dir: Path, index: int, save: Any) -> None:

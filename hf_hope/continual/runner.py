@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..conversion.atomic_write import write_text_atomically
+from ..conversion.folder_lock import folder_lock
 from ..data.progress import library_bars_hidden
 from ..metrics import continual_learning_summary
 from .blocks import LanguageModellingStream, Tokenizer
@@ -54,6 +55,7 @@ from .run_folder import (
     save_task,
     start_or_resume,
     task_dir,
+    tidy_run_folder,
     write_json,
 )
 from .settings import ContinualSettings
@@ -90,6 +92,23 @@ def run_continual(
             code", ...), the metric and `{task: score}`, e.g. to print a line; a run read back makes no calls.
     """
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run_dir):  # a second process on this folder stops here (FolderInUseError)
+        return _run_locked(model_factory, tasks, settings, run_dir, tokenizer, callbacks, classification, on_evaluation)
+
+
+def _run_locked(
+    model_factory: ModelFactory,
+    tasks: Tasks,
+    settings: ContinualSettings,
+    run_dir: Path,
+    tokenizer: Tokenizer,
+    callbacks: Sequence[TrainerCallback],
+    classification: ClassificationSettings | None,
+    on_evaluation: EvaluationHook | None,
+) -> dict[str, Any]:
+    """`run_continual` once it holds `run_dir`'s lock."""
+    tidy_run_folder(run_dir)
     task_list = task_pairs(tasks)
     names = [name for name, _ in task_list]
     progress = start_or_resume(run_dir, run_identity(settings, classification), names)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..conversion.atomic_write import sibling_folder
+from ..conversion.folder_lock import folder_lock
 from . import sources
 from .clinc import build_clinc_tasks
 from .domains import DOMAINS, DomainSizes, build_domain_stream
@@ -191,15 +192,18 @@ def _prepare(folder: Path, settings: DataPreparationSettings, build: Callable[[P
         logger.info(f"Reusing the prepared data in {folder}")
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = sibling_folder(folder, "partial")
-    try:
-        start = time.perf_counter()
-        manifest = build(staging)
-        manifest.update(settings=asdict(settings), python=sys.version.split()[0], seconds=time.perf_counter() - start)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _move_into_place(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with folder_lock(folder, folder.parent / f".{folder.name}.lock"):  # one builder per folder (FolderInUseError)
+        staging = sibling_folder(folder, "partial")
+        try:
+            start = time.perf_counter()
+            manifest = build(staging)
+            manifest.update(
+                settings=asdict(settings), python=sys.version.split()[0], seconds=time.perf_counter() - start
+            )
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            _move_into_place(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info(f"Prepared {folder}")
     return folder
 

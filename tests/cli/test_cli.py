@@ -11,32 +11,14 @@ import warnings
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM
 
 import hf_hope
 from hf_hope.cli import COMMANDS, main, parse_command
 
-from ..helpers import tiny_family_model
-
-QUICK_TINY = ["--quick", "--use_cpu", "--steps_per_task", "2", "--learning_rate", "1e-2"]
-QUICK_TINY += ["--cms_periods", "2", "1", "--cms_width", "16", "--block_size", "32"]
-
+from ..helpers import QUICK_TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny Llama saved with a character-level tokenizer whose ids fit its 128-token vocabulary."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    vocabulary = {chr(code): code for code in range(126)} | {"[UNK]": 126, "</s>": 127}
-    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
-    tiny_family_model("llama").save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

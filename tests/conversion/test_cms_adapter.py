@@ -193,13 +193,16 @@ def test_adapter_refuses_another_base_and_leaves_it_unchanged(tmp_path):
 
 
 def test_adapter_with_tensors_that_do_not_fit_is_refused_and_undone(tmp_path):
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     hf_hope.save_cms_adapter(hf_hope.retrofit(tiny_family_model("llama")), tmp_path)
     tensors = load_file(tmp_path / CMS_WEIGHTS_NAME)
+    with safe_open(tmp_path / CMS_WEIGHTS_NAME, framework="pt") as file:
+        metadata = file.metadata()  # keeps the pair token, so only the shape is wrong
     name = "layers.1.cms_levels.0.mlp.up_proj.weight"
     tensors[name] = torch.zeros(7, 32)
-    save_file(tensors, tmp_path / CMS_WEIGHTS_NAME)
+    save_file(tensors, tmp_path / CMS_WEIGHTS_NAME, metadata=metadata)
     base = tiny_family_model("llama")
     reference = logits(base)
     with pytest.raises(ValueError, match=rf"{name} has shape \(7, 32\), this model needs \(128, 32\)"):

@@ -15,7 +15,12 @@ MODELING = Path(hf_hope.modeling.__file__).parent
 ADAPTER_ONLY_FILES = {
     f"{name}.py" for name in ("modeling_cms_adapter", "cms_adapter_config", "cms_adapter_families", "cms_adapter_ffn")
 }
-ADAPTER_FILES = ADAPTER_ONLY_FILES | {"cms.py", "levels.py", "normalization.py"}  # the last three HOPE uses too
+ADAPTER_FILES = ADAPTER_ONLY_FILES | {
+    "checkpoint_errors.py",
+    "cms.py",
+    "levels.py",
+    "normalization.py",
+}  # HOPE uses these too
 
 
 def trained_retrofit(model_type: str, init: str = "zero") -> torch.nn.Module:

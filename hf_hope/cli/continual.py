@@ -1,8 +1,8 @@
 """`hf-hope continual`: a continual fine-tuning experiment from flags or a config file.
 
-The flags are those of `ContinualExperimentSettings` (the model, the stream, the strategies, where the run goes) and
-of `StrategySettings` (`ContinualSettings` without `strategy`: every run shares them, except that
-`learning_rates` overrides `learning_rate` per strategy).
+The flags are those of `ContinualExperimentSettings` (the model, the stream or the user's own `--tasks`, the
+strategies, where the run goes) and of `StrategySettings` (`ContinualSettings` without `strategy`: every run shares
+them, except that `learning_rates` overrides `learning_rate` per strategy).
 """
 
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass, replace
@@ -11,13 +11,17 @@ from typing import Any, ClassVar
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..continual.classification import ClassificationSettings
 from ..continual.experiment import format_comparison, run_experiment
 from ..continual.settings import STRATEGIES, ContinualSettings, check_strategy
-from ..continual.streams import STREAMS, get_stream, load_stream
+from ..continual.streams import STREAMS, TaskList, get_stream, load_stream
+from ..continual.user_tasks import load_tasks
 from ..smollm2 import MODEL_CACHE_ENV, SMOLLM2_MODEL_ID, cached_smollm2
 
-# --quick: the packaged excerpts, a budget of seconds per task on a CPU and only the latest model on disk,
-# for fields left at their defaults.
+DEFAULT_STREAM = "domains"
+
+# --quick: the packaged excerpts (of the stream; --tasks keeps the user's files), a budget of seconds per task on a
+# CPU and only the latest model on disk, for fields left at their defaults.
 QUICK_SETTINGS = {
     "steps_per_task": 4,
     "batch_size": 2,
@@ -30,7 +34,7 @@ QUICK_SETTINGS = {
 
 @dataclass
 class ContinualExperimentSettings:
-    """What `hf-hope continual` runs: which model, on which stream, with which strategies, into which folder."""
+    """What `hf-hope continual` runs: which model, on which stream (or tasks), with which strategies, where."""
 
     CONFIG_MAPPINGS: ClassVar[tuple[str, ...]] = ("learning_rates",)  # a config file may give {strategy: rate}
     model: str | None = field(
@@ -46,7 +50,23 @@ class ContinualExperimentSettings:
             "help": f"where the converted SmolLM2 is kept; None uses ${MODEL_CACHE_ENV} or ~/.cache/hf_hope/models"
         },
     )
-    stream: str = field(default="domains", metadata={"help": f"the task stream: one of {', '.join(STREAMS)}"})
+    stream: str = field(default=DEFAULT_STREAM, metadata={"help": f"the task stream: one of {', '.join(STREAMS)}"})
+    tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "the user's own tasks instead of --stream: paths, one task each, in stream order (.txt, .jsonl, "
+            ".json, .csv, .parquet or a datasets save_to_disk folder; each named by its file stem)"
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "--tasks: the column holding each document's text"})
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "--tasks: the column of labels (strings or ints), making the tasks classification"},
+    )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "--tasks: the fraction of each task's documents held out when it has no validation split"},
+    )
     strategies: list[str] = field(
         default_factory=lambda: ["full", "cms"],
         metadata={"help": f"strategies to run and compare, each into output_dir/<strategy>: any of {STRATEGIES}"},
@@ -65,12 +85,14 @@ class ContinualExperimentSettings:
     )
     max_eval_examples: int | None = field(
         default=100,
-        metadata={"help": "labelled streams (clinc): validation examples scored per task, all labels in turn"},
+        metadata={
+            "help": "labelled tasks (clinc, --label_column): validation examples scored per task, all labels in turn"
+        },
     )
     quick: bool = field(
         default=False,
         metadata={
-            "help": "a smoke run in about a minute: the excerpts, and "
+            "help": "a smoke run in about a minute: the excerpts (unless --tasks), and "
             + ", ".join(f"{key}={value}" for key, value in QUICK_SETTINGS.items())
             + " for those settings left at their defaults"
         },
@@ -81,6 +103,14 @@ class ContinualExperimentSettings:
 
     def __post_init__(self) -> None:
         get_stream(self.stream)
+        if self.tasks is not None and self.stream != DEFAULT_STREAM:
+            raise ValueError("--tasks and --stream are exclusive: give the user's tasks or a stream, not both.")
+        if self.tasks is None and (self.label_column is not None or self.text_column != "text"):
+            raise ValueError("--text_column and --label_column apply to --tasks only: give the files with --tasks.")
+        if self.tasks is not None and len(self.tasks) < 2:
+            raise ValueError(f"--tasks needs at least two paths (one task each), got {self.tasks}.")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} is invalid: it must be in (0, 1).")
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
             raise ValueError(f"max_eval_examples={self.max_eval_examples!r} is invalid: use None or an int >= 1.")
         self.strategies = [check_strategy(strategy) for strategy in self.strategies]
@@ -158,7 +188,8 @@ def strategy_settings(experiment: ContinualExperimentSettings, shared: Any) -> d
 
 
 def run_continual_experiment(experiment: ContinualExperimentSettings, shared: Any) -> dict[str, Any]:
-    """`hf-hope continual`: load the model and the stream, run every strategy, print the comparison."""
+    """`hf-hope continual`: load the tasks and the model, run every strategy, print the comparison."""
+    user_tasks = None if experiment.tasks is None else load_user_tasks(experiment)  # before the model: fail fast
     if experiment.quick:
         experiment = replace(experiment, excerpts=True)
     runs = strategy_settings(experiment, shared)
@@ -170,9 +201,7 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
             f"Found no tokenizer in {model_dir} ({error}); save the model's tokenizer there with "
             "tokenizer.save_pretrained."
         ) from None
-    stream = get_stream(experiment.stream)
-    tasks = load_stream(stream.name, excerpts=experiment.excerpts, cache_dir=experiment.data_cache_dir)
-    description = stream.description + (" The small excerpts shipped with hf_hope." if experiment.excerpts else "")
+    tasks, description, classification = user_tasks or load_stream_tasks(experiment)
     results = run_experiment(
         lambda: AutoModelForCausalLM.from_pretrained(str(model_dir)),
         tasks,
@@ -181,12 +210,43 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
         tokenizer=tokenizer,
         base_model=model_name,
         data_description=description,
-        classification=stream.classification(experiment.max_eval_examples),
+        classification=classification,
         require_plots=experiment.require_plots,
     )
     print(format_comparison(results))
     print(f"\nResults, comparison, plots and models with their cards are in {Path(experiment.output_dir)}")
     return results
+
+
+ExperimentTasks = tuple[TaskList, str, ClassificationSettings | None]  # (tasks, data description, classification)
+
+
+def load_user_tasks(experiment: ContinualExperimentSettings) -> ExperimentTasks:
+    """The user's `--tasks`, checked by `load_tasks`; classification with `label_column`, else language modelling."""
+    user = load_tasks(
+        experiment.tasks,
+        text_column=experiment.text_column,
+        label_column=experiment.label_column,
+        validation_fraction=experiment.validation_fraction,
+    )
+    names = [name for name, _ in user.tasks]
+    description = "User tasks: " + ", ".join(
+        f"{name} ({path})" for name, path in zip(names, experiment.tasks, strict=True)
+    )
+    if user.label_names is None:
+        return user.tasks, description + ".", None
+    classification = ClassificationSettings(
+        label_names=user.label_names, max_eval_examples=experiment.max_eval_examples
+    )
+    return user.tasks, f"{description}; labels from column {experiment.label_column!r}.", classification
+
+
+def load_stream_tasks(experiment: ContinualExperimentSettings) -> ExperimentTasks:
+    """The tasks of the named `--stream` (its excerpts with `excerpts`), its description and how it is scored."""
+    stream = get_stream(experiment.stream)
+    tasks = load_stream(stream.name, excerpts=experiment.excerpts, cache_dir=experiment.data_cache_dir)
+    description = stream.description + (" The small excerpts shipped with hf_hope." if experiment.excerpts else "")
+    return tasks, description, stream.classification(experiment.max_eval_examples)
 
 
 def resolve_model(model: str | None, model_cache_dir: str | None = None) -> tuple[Path, str]:

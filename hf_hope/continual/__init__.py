@@ -4,6 +4,7 @@
 tasks in order and writes the T x T perplexity matrix and its continual-learning summary into `run_dir`; with
 `classification=ClassificationSettings(label_names=...)` the tasks are labelled and R is the accuracy.
 `run_experiment(...)` runs several strategies that way and compares them (tables, plots, model cards).
+`load_tasks(paths)` reads the user's own tasks (text, JSON lines, CSV, Parquet or `save_to_disk` folders).
 Each strategy is a `Strategy` subclass in `STRATEGY_REGISTRY` (`hf_hope.continual.strategies`); `register_strategy`
 adds one.
 """
@@ -27,6 +28,7 @@ from .strategies import (
     save_task_model,
     strategy_callbacks,
 )
+from .user_tasks import UserTasks, load_tasks
 
 __all__ = [
     "STRATEGIES",
@@ -36,12 +38,14 @@ __all__ = [
     "ClassificationSettings",
     "ContinualSettings",
     "Strategy",
+    "UserTasks",
     "answer_log_likelihoods",
     "attention_projections",
     "build_optimizer",
     "format_comparison",
     "get_strategy",
     "group_blocks",
+    "load_tasks",
     "load_task_model",
     "metric_direction",
     "most_likely_answer",

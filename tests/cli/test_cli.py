@@ -357,3 +357,52 @@ def test_a_stream_task_without_examples_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(streams.STREAMS, "tiny", stream)
     with pytest.raises(ValueError, match="Stream 'tiny': task 'a' has no validation examples"):
         streams.load_stream("tiny")
+
+
+def test_a_run_on_the_users_own_text_files(tiny_dir, data_cache, tmp_path):
+    cooking = "Whisk the eggs with a pinch of salt until the yolks and whites are one pale, even colour."
+    sailing = "Trim the mainsail until its luff stops fluttering, then ease the sheet a hand's width."
+    files = []
+    for name, sentence in (("cooking", cooking), ("sailing", sailing)):
+        paragraphs = [f"{index}. {sentence} Step {index} of the {name} notes." for index in range(5)]
+        files.append(tmp_path / f"{name}.txt")
+        files[-1].write_text("\n\n".join(paragraphs) + "\n")
+    out = tmp_path / "run"
+    main(
+        ["continual", "--model", str(tiny_dir), "--tasks", *map(str, files), "--data_cache_dir", data_cache]
+        + ["--output_dir", str(out), *QUICK_TINY, "--strategies", "full"]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks"] == ["cooking", "sailing"]  # --quick shrinks the budget but keeps the user's files
+    assert results["metric"] == "perplexity" and len(results["runs"]["full"]["matrix"]) == 2
+    assert results["data_description"] == f"User tasks: cooking ({files[0]}), sailing ({files[1]})."
+
+
+def test_tasks_settings_from_flags_and_config_files_agree(tmp_path):
+    flags = ["continual", "--tasks", "a.csv", "b.parquet", "--text_column", "body", "--label_column", "intent"]
+    flags += ["--validation_fraction", "0.25"]
+    values = {"tasks": ["a.csv", "b.parquet"], "text_column": "body", "label_column": "intent"}
+    (tmp_path / "config.json").write_text(json.dumps({**values, "validation_fraction": 0.25}))
+    (tmp_path / "config.yaml").write_text(
+        "tasks: [a.csv, b.parquet]\ntext_column: body\nlabel_column: intent\nvalidation_fraction: 0.25\n"
+    )
+    from_flags = parse_command(flags)
+    assert from_flags == parse_command(["continual", str(tmp_path / "config.json")])
+    assert from_flags == parse_command(["continual", str(tmp_path / "config.yaml")])
+    experiment = from_flags[1][0]
+    assert experiment.tasks == ["a.csv", "b.parquet"] and experiment.validation_fraction == 0.25
+
+
+def test_tasks_and_stream_are_exclusive(capsys):
+    message = fail(["continual", "--tasks", "a.txt", "b.txt", "--stream", "clinc"], capsys)
+    assert "--tasks and --stream are exclusive" in message
+    assert "apply to --tasks only" in fail(["continual", "--label_column", "intent"], capsys)
+
+
+def test_bad_tasks_settings_and_files_fail_before_the_model_is_loaded(tmp_path, capsys):
+    message = fail(["continual", "--tasks", "a.txt", "b.txt", "--validation_fraction", "1"], capsys)
+    assert "validation_fraction=1.0 is invalid" in message
+    (tmp_path / "a.txt").write_text("one paragraph\n\nand another\n")
+    tasks = ["--tasks", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    missing = fail(["continual", *tasks, "--model", str(tmp_path / "nowhere")], capsys, status=1)
+    assert f"Task file {tmp_path / 'b.txt'} does not exist" in missing  # not the missing model folder

@@ -5,7 +5,8 @@ optimizer steps of 4 blocks of 128 tokens per domain, 24 validation blocks per d
 them and writes the results, matrices, plots and model cards into `--output_dir`. Finished runs are read back, so
 the benchmark can be stopped and resumed, or extended with more configurations.
 
-It then checks the issue's targets against full fine-tuning (`full`) and LoRA, for every CMS configuration:
+It then checks the targets against full fine-tuning (`full`) and LoRA, for every CMS configuration and for `ffn`
+(the CMS configuration's parameters with every level at period 1, no level clock: the ablation of the clock):
 - relative forgetting at most half of full fine-tuning's;
 - perplexity on each new domain (right after learning it) within 1.1x of full fine-tuning's;
 - less forgetting than LoRA at equal or better new-domain perplexity (`lora` and `lora-lr1e-3`).
@@ -36,6 +37,7 @@ CONFIGURATIONS = {
     "cms-zero-consolidate-lr2e-3": ContinualSettings(strategy="cms", learning_rate=2e-3, cms_consolidate=True, **ZERO),
     "cms-copy-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4),
     "cms-copy-lr3e-4": ContinualSettings(strategy="cms", learning_rate=3e-4),
+    "ffn-copy-lr3e-4": ContinualSettings(strategy="ffn", learning_rate=3e-4),  # cms's parameters, no clock
     "joint": ContinualSettings(strategy="joint", learning_rate=1e-4),
 }
 FORGETTING_SHARE, PLASTICITY_RATIO = 0.5, 1.1
@@ -50,7 +52,7 @@ def check_targets(experiment: dict) -> list[str]:
     loras = {name: summary for name, summary in runs.items() if name.startswith("lora")}
     lines = []
     for name, summary in runs.items():
-        if not name.startswith("cms"):
+        if not name.startswith(("cms", "ffn")):
             continue
         share = summary["relative_forgetting"] / full["relative_forgetting"]
         ratios = [

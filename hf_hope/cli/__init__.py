@@ -88,7 +88,7 @@ COMMANDS = {
         run_continual_experiment,
         "fine-tune a model on a stream of tasks with several strategies and compare forgetting (from flags or a "
         "config file)",
-        "Fine-tune the model on each task of the stream in turn with every strategy (full, lora, cms, joint), "
+        "Fine-tune the model on each task of the stream in turn with every strategy (full, lora, cms, ffn, joint), "
         "evaluate all tasks after each one, and write to output_dir: results.json, comparison.csv/.md (final "
         "average, forgetting, transfer, plasticity), plots/ (R heatmaps, per-task curves; needs the plots "
         "extra) and a model card next to every saved model. Runs resume where they stopped. Settings come from "

@@ -76,7 +76,7 @@ def test_flags_and_config_files_give_the_same_settings(tmp_path):
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
-    assert "Unknown strategy 'replay': choose one of full, lora, cms, joint" in fail(
+    assert "Unknown strategy 'replay': choose one of full, lora, cms, ffn, joint" in fail(
         ["continual", "--strategies", "full", "replay"], capsys
     )
     assert "Unknown stream 'wiki': choose one of domains, clinc" in fail(["continual", "--stream", "wiki"], capsys)

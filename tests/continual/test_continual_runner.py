@@ -19,9 +19,11 @@ from hf_hope.continual import (
     group_blocks,
     prepare_model,
     run_continual,
+    strategy_callbacks,
     tokenize_texts,
 )
 from hf_hope.data import load_domains
+from hf_hope.modeling import parameter_levels
 
 from ..helpers import tiny_family_model
 
@@ -112,6 +114,11 @@ def test_what_each_strategy_trains():
     cms = prepare_model(factory(), settings("cms"))
     assert trainable(cms) and all(".cms_levels." in name for name in trainable(cms))
     assert cms.config.model_type == "llama_cms"
+    ffn = prepare_model(factory(), settings("ffn"))  # the same parameters as cms, every level at period 1
+    assert trainable(ffn) == trainable(cms)
+    assert {tag.period for name, tag in parameter_levels(ffn).items() if name in trainable(ffn)} == {1}
+    assert {tag.period for name, tag in parameter_levels(cms).items() if name in trainable(cms)} == {2, 1}
+    assert strategy_callbacks(settings("ffn")) == [] and len(strategy_callbacks(settings("cms"))) == 1
 
 
 def test_cms_learning_rate_scales_give_each_level_its_own_param_group():
@@ -157,7 +164,7 @@ def test_bad_settings_are_clear_errors(changes, message):
 
 
 def test_an_unknown_strategy_is_a_clear_error():
-    with pytest.raises(ValueError, match="Unknown strategy 'replay'.*full, lora, cms, joint"):
+    with pytest.raises(ValueError, match="Unknown strategy 'replay'.*full, lora, cms, ffn, joint"):
         ContinualSettings(strategy="replay")
 
 

@@ -84,7 +84,7 @@ def test_the_registry_lists_the_settings_strategies_in_order():
 
 
 def test_an_unknown_strategy_name_is_a_clear_error_listing_the_known_ones():
-    with pytest.raises(ValueError, match="Unknown strategy 'replay': choose one of full, lora, cms, joint"):
+    with pytest.raises(ValueError, match="Unknown strategy 'replay': choose one of full, lora, cms, ffn, joint"):
         get_strategy("replay")
 
 

@@ -6,12 +6,13 @@ editing this package; `ContinualSettings` accepts every registered name.
 
 from .base import Strategy
 from .cms import CMSStrategy
+from .ffn import FFNStrategy
 from .full import FullStrategy
 from .joint import JointStrategy
 from .lora import LoraStrategy
 
 STRATEGY_REGISTRY: dict[str, type[Strategy]] = {
-    strategy.name: strategy for strategy in (FullStrategy, LoraStrategy, CMSStrategy, JointStrategy)
+    strategy.name: strategy for strategy in (FullStrategy, LoraStrategy, CMSStrategy, FFNStrategy, JointStrategy)
 }
 
 

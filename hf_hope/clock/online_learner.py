@@ -7,7 +7,6 @@ level-clocked optimizer step: fast levels adapt every chunk, slow levels every `
 """
 
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +140,7 @@ class OnlineLearner:
             )
         try:
             rest = torch.load(paths[0], weights_only=True)
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        except Exception as error:  # damaged bytes fail anywhere in the unpickler (KeyError, EOFError, ...)
             raise ValueError(
                 f"{paths[0]} cannot be read ({' '.join(str(error).split()[:12])} ...): the file is damaged or "
                 "truncated. Load an earlier save."

@@ -2,7 +2,8 @@
 
 Each configuration below is one run of `hf_hope.continual.run_continual` (the same seeds, data and budget: 32
 optimizer steps of 4 blocks of 128 tokens per domain, 24 validation blocks per domain); `run_experiment` compares
-them and writes the results, matrices, plots and model cards into `--output_dir`. Finished runs are read back, so
+them and writes the results, matrices, plots and model cards into `--output_dir`. Each run is also scored on the
+retention set (the Python documentation's prose) when the documentation is installed. Finished runs are read back, so
 the benchmark can be stopped and resumed, or extended with more configurations.
 
 It then checks the targets against full fine-tuning (`full`) and LoRA, for every CMS configuration and for `ffn`
@@ -22,7 +23,7 @@ import torch
 from smollm2_experiment import add_run_arguments, listed, run_on_smollm2  # sibling module: run as a script
 
 from hf_hope.continual import ContinualSettings
-from hf_hope.data import load_domains
+from hf_hope.data import load_domains, load_retention_if_available
 
 BUDGET = {"steps_per_task": 32, "batch_size": 4, "block_size": 128, "max_eval_blocks": 24, "eval_batch_size": 8}
 TEXT_CAPS = {"max_train_chars": 400_000, "max_validation_chars": 60_000}
@@ -38,6 +39,9 @@ CONFIGURATIONS = {
     "cms-copy-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4),
     "cms-copy-lr3e-4": ContinualSettings(strategy="cms", learning_rate=3e-4),
     "ffn-copy-lr3e-4": ContinualSettings(strategy="ffn", learning_rate=3e-4),  # cms's parameters, no clock
+    "replay": ContinualSettings(strategy="replay", learning_rate=1e-4),
+    "ewc": ContinualSettings(strategy="ewc", learning_rate=1e-4),
+    "cms+replay-copy-lr3e-4": ContinualSettings(strategy="cms+replay", learning_rate=3e-4),
     "joint": ContinualSettings(strategy="joint", learning_rate=1e-4),
 }
 FORGETTING_SHARE, PLASTICITY_RATIO = 0.5, 1.1
@@ -52,7 +56,7 @@ def check_targets(experiment: dict) -> list[str]:
     loras = {name: summary for name, summary in runs.items() if name.startswith("lora")}
     lines = []
     for name, summary in runs.items():
-        if not name.startswith(("cms", "ffn")):
+        if not name.startswith(("cms-", "ffn")):
             continue
         share = summary["relative_forgetting"] / full["relative_forgetting"]
         ratios = [
@@ -87,6 +91,7 @@ def main() -> None:
         args.output_dir,
         "code -> news -> literature, at most 400,000 training and 60,000 validation characters each",
         check_targets,
+        retention=load_retention_if_available(),
     )
 
 

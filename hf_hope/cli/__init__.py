@@ -88,10 +88,12 @@ COMMANDS = {
         run_continual_experiment,
         "fine-tune a model on a stream of tasks with several strategies and compare forgetting (from flags or a "
         "config file)",
-        "Fine-tune the model on each task of the stream in turn with every strategy (full, lora, cms, ffn, joint), "
-        "evaluate all tasks after each one, and write to output_dir: results.json, comparison.csv/.md (final "
-        "average, forgetting, transfer, plasticity), plots/ (R heatmaps, per-task curves; needs the plots "
-        "extra) and a model card next to every saved model. Runs resume where they stopped. Settings come from "
+        "Fine-tune the model on each task of the stream in turn with every strategy (full, lora, cms, ffn, "
+        "replay, ewc, cms+replay, joint; several learning rates and --seeds each), evaluate all tasks and the "
+        "retention text after each one, and write to output_dir: results.json, comparison.csv/.md (final "
+        "average, forgetting, transfer, plasticity, retention; mean and std over seeds), plots/ (R heatmaps, "
+        "per-task curves, the Pareto plot; needs the plots extra) and a model card next to every saved model. "
+        "Runs resume where they stopped. Settings come from "
         "the flags below or from a config file with the same keys: `hf-hope continual config.json` (or .yaml). "
         "--quick makes a smoke run on the packaged excerpts.",
         config_file=True,

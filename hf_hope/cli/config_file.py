@@ -76,9 +76,10 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def _checked(path: Path, name: str, annotation: Any, value: Any, mapping: bool) -> Any:
-    """`value` as field `name` takes it; `mapping`: a list of strings may also be given as {key: value}."""
+    """`value` as field `name` takes it; `mapping`: a list of strings may also be given as {key: value} (or
+    {key: [value, ...]}, read as `key=value,...`)."""
     if mapping and isinstance(value, dict):
-        value = [f"{key}={item}" for key, item in value.items()]
+        value = [f"{key}={','.join(map(str, item)) if isinstance(item, list) else item}" for key, item in value.items()]
     try:
         return _convert(annotation, value)
     except _Mismatch:

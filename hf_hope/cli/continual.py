@@ -2,20 +2,28 @@
 
 The flags are those of `ContinualExperimentSettings` (the model, the stream or the user's own `--tasks`, the
 strategies, where the run goes) and of `StrategySettings` (`ContinualSettings` without `strategy`: every run shares
-them, except that `learning_rates` overrides `learning_rate` per strategy).
+them, except that `learning_rates` overrides `learning_rate` per strategy and `seeds` overrides `seed`).
+
+Run names: a strategy with one learning rate is named by the strategy (`full`); with several, one run per rate named
+`<strategy>-lr<rate>`, the rate as Python's shortest repr of the float (`full-lr3e-05`, `full-lr0.0001`), which is
+folder-safe and tells every rate apart. With `--seeds`, each of those is a group of runs `<name>/seed_<n>`, in
+`output_dir/<name>/seed_<n>`.
 """
 
+import math
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from datasets import DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..continual.classification import ClassificationSettings
 from ..continual.experiment import format_comparison, run_experiment
-from ..continual.settings import STRATEGIES, ContinualSettings, check_strategy
+from ..continual.settings import STRATEGIES, ContinualSettings, check_int, check_strategy
 from ..continual.streams import STREAMS, TaskList, get_stream, load_stream
-from ..continual.user_tasks import load_tasks
+from ..continual.user_tasks import load_retention_text, load_tasks
+from ..data import load_retention_if_available
 from ..smollm2 import MODEL_CACHE_ENV, SMOLLM2_MODEL_ID, cached_smollm2
 
 DEFAULT_STREAM = "domains"
@@ -36,7 +44,8 @@ QUICK_SETTINGS = {
 class ContinualExperimentSettings:
     """What `hf-hope continual` runs: which model, on which stream (or tasks), with which strategies, where."""
 
-    CONFIG_MAPPINGS: ClassVar[tuple[str, ...]] = ("learning_rates",)  # a config file may give {strategy: rate}
+    # a config file may give {strategy: rate} or {strategy: [rate, ...]}
+    CONFIG_MAPPINGS: ClassVar[tuple[str, ...]] = ("learning_rates",)
     model: str | None = field(
         default=None,
         metadata={
@@ -69,13 +78,24 @@ class ContinualExperimentSettings:
     )
     strategies: list[str] = field(
         default_factory=lambda: ["full", "cms"],
-        metadata={"help": f"strategies to run and compare, each into output_dir/<strategy>: any of {STRATEGIES}"},
+        metadata={
+            "help": "strategies to run and compare, each into output_dir/<strategy> (see --learning_rates and "
+            f"--seeds): any of {STRATEGIES}"
+        },
     )
     learning_rates: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "per-strategy learning rates overriding --learning_rate, as strategy=rate (e.g. full=1e-4 "
-            'cms=2e-3; in a config file also {"full": 1e-4, "cms": 2e-3})'
+            "help": "per-strategy learning rates overriding --learning_rate, as strategy=rate or strategy=rate,rate,"
+            '... (e.g. full=3e-5,1e-4 cms=2e-3; in a config file also {"full": [3e-5, 1e-4], "cms": 2e-3}); '
+            "several rates: one run per rate, named <strategy>-lr<rate> (e.g. full-lr3e-05)"
+        },
+    )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "seeds to repeat every run with (overriding --seed), each into output_dir/<run>/seed_<n>; the "
+            "comparison then gives the mean and std over seeds. None: one run per strategy with --seed"
         },
     )
     output_dir: str = field(default="runs/continual", metadata={"help": "the run folder (resumed if it exists)"})
@@ -100,6 +120,15 @@ class ContinualExperimentSettings:
     require_plots: bool = field(
         default=False, metadata={"help": "fail instead of warning when matplotlib (the plots extra) is missing"}
     )
+    retention: str = field(
+        default="auto",
+        metadata={
+            "help": "general text never trained on whose perplexity before and after the stream gives `retention`: "
+            "a path (any --tasks format, --text_column), none, or auto: with a built-in stream the Python "
+            "documentation's prose (`hf-hope prepare-data --benchmark retention`; skipped with a warning when the "
+            "documentation is not installed), with --tasks none"
+        },
+    )
 
     def __post_init__(self) -> None:
         get_stream(self.stream)
@@ -118,28 +147,53 @@ class ContinualExperimentSettings:
             raise ValueError("Give at least one strategy (--strategies full cms).")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"--strategies lists a strategy twice: {self.strategies}.")
-        self.learning_rates = [f"{name}={rate!r}" for name, rate in parse_learning_rates(self.learning_rates).items()]
-        unused = set(parse_learning_rates(self.learning_rates)) - set(self.strategies)
+        rates = parse_learning_rates(self.learning_rates)
+        self.learning_rates = [f"{name}={','.join(map(repr, values))}" for name, values in rates.items()]
+        unused = set(rates) - set(self.strategies)
         if unused:
             raise ValueError(f"learning_rates names {sorted(unused)}, which are not in strategies {self.strategies}.")
+        if self.seeds is not None:
+            self.seeds = list(self.seeds)
+            if not self.seeds:
+                raise ValueError("--seeds is empty: give one or more seeds (e.g. --seeds 0 1 2), or leave it unset.")
+            for seed in self.seeds:
+                check_int("seeds", seed, 0)
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"--seeds lists a seed twice: {self.seeds}.")
 
-    def learning_rate_of(self, strategy: str) -> float | None:
-        return parse_learning_rates(self.learning_rates).get(strategy)
+    def learning_rates_of(self, strategy: str) -> list[float]:
+        """The learning rates given for `strategy` (empty: it runs with `--learning_rate`)."""
+        return parse_learning_rates(self.learning_rates).get(strategy, [])
 
 
-def parse_learning_rates(values: list[str] | dict[str, Any]) -> dict[str, float]:
-    """`["full=1e-4", ...]` or `{"full": 1e-4, ...}` -> `{"full": 0.0001, ...}`, checked."""
+def parse_learning_rates(values: list[str] | dict[str, Any]) -> dict[str, list[float]]:
+    """`["full=3e-5,1e-4", "cms=2e-3"]` or `{"full": [3e-5, 1e-4], "cms": 2e-3}` -> `{"full": [3e-05, 0.0001], ...}`.
+
+    Each rate must be a finite positive number; a strategy may appear once, and its rates must be distinct.
+    """
     pairs = values.items() if isinstance(values, dict) else [_split_rate(value) for value in values]
-    rates = {}
-    for name, rate in pairs:
+    rates: dict[str, list[float]] = {}
+    for name, given in pairs:
         check_strategy(name)
-        try:
-            rates[name] = float(rate)
-        except (TypeError, ValueError):
-            raise ValueError(f"learning_rates: {rate!r} (for {name}) is not a number.") from None
-        if not rates[name] > 0:
-            raise ValueError(f"learning_rates: {name}={rate} must be positive.")
+        if name in rates:
+            raise ValueError(f"learning_rates names {name} twice; give several rates as {name}=1e-4,3e-4.")
+        items = given if isinstance(given, list) else str(given).split(",")
+        rates[name] = [_rate(name, item) for item in items]
+        if not rates[name]:
+            raise ValueError(f"learning_rates: {name} has no rate; give one or more (e.g. {name}=1e-4).")
+        if len(set(rates[name])) != len(rates[name]):
+            raise ValueError(f"learning_rates: {name} lists a rate twice: {rates[name]}.")
     return rates
+
+
+def _rate(name: str, value: Any) -> float:
+    try:
+        rate = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"learning_rates: {value!r} (for {name}) is not a number.") from None
+    if isinstance(value, bool) or not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"learning_rates: {name}={value} is invalid: a rate must be a finite number > 0.")
+    return rate
 
 
 def _split_rate(value: str) -> tuple[str, str]:
@@ -147,6 +201,11 @@ def _split_rate(value: str) -> tuple[str, str]:
     if not separator:
         raise ValueError(f"learning_rates: {value!r} is not of the form strategy=rate (e.g. cms=2e-3).")
     return name.strip(), rate.strip()
+
+
+def rate_run_name(strategy: str, rate: float) -> str:
+    """The name of `strategy`'s run at `rate` when it runs with several: `full-lr3e-05` (the rate's repr)."""
+    return f"{strategy}-lr{rate!r}"
 
 
 def _strategy_settings_class() -> type:
@@ -172,7 +231,11 @@ StrategySettings = _strategy_settings_class()
 
 
 def strategy_settings(experiment: ContinualExperimentSettings, shared: Any) -> dict[str, ContinualSettings]:
-    """`{strategy: ContinualSettings}` for each strategy of the experiment (quick mode and learning rates applied)."""
+    """`{run name: ContinualSettings}` of the experiment (quick mode, learning rates and seeds applied).
+
+    A strategy with one rate (or none given) runs as `<strategy>`, with several as `<strategy>-lr<rate>` each
+    (`rate_run_name`); with seeds every such run becomes `<name>/seed_<n>` of seed n.
+    """
     values = {setting.name: getattr(shared, setting.name) for setting in fields(shared)}
     if experiment.quick:
         for name, value in QUICK_SETTINGS.items():
@@ -180,10 +243,13 @@ def strategy_settings(experiment: ContinualExperimentSettings, shared: Any) -> d
                 values[name] = value
     runs = {}
     for strategy in experiment.strategies:
-        rate = experiment.learning_rate_of(strategy)
-        runs[strategy] = ContinualSettings(
-            strategy=strategy, **{**values, **({"learning_rate": rate} if rate is not None else {})}
-        )
+        rates = experiment.learning_rates_of(strategy) or [values["learning_rate"]]
+        for rate in rates:
+            name = strategy if len(rates) == 1 else rate_run_name(strategy, rate)
+            for seed in experiment.seeds or [None]:
+                seeded = {} if seed is None else {"seed": seed}
+                settings = ContinualSettings(strategy=strategy, **{**values, "learning_rate": rate, **seeded})
+                runs[name if seed is None else f"{name}/seed_{seed}"] = settings
     return runs
 
 
@@ -192,6 +258,7 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
     user_tasks = None if experiment.tasks is None else load_user_tasks(experiment)  # before the model: fail fast
     if experiment.quick:
         experiment = replace(experiment, excerpts=True)
+    retention = load_retention_set(experiment)
     runs = strategy_settings(experiment, shared)
     model_dir, model_name = resolve_model(experiment.model, experiment.model_cache_dir)
     try:
@@ -212,6 +279,7 @@ def run_continual_experiment(experiment: ContinualExperimentSettings, shared: An
         data_description=description,
         classification=classification,
         require_plots=experiment.require_plots,
+        retention=retention,
     )
     print(format_comparison(results))
     print(f"\nResults, comparison, plots and models with their cards are in {Path(experiment.output_dir)}")
@@ -239,6 +307,15 @@ def load_user_tasks(experiment: ContinualExperimentSettings) -> ExperimentTasks:
         label_names=user.label_names, max_eval_examples=experiment.max_eval_examples
     )
     return user.tasks, f"{description}; labels from column {experiment.label_column!r}.", classification
+
+
+def load_retention_set(experiment: ContinualExperimentSettings) -> DatasetDict | None:
+    """The `--retention` text: the user's file, the prose set (auto, built-in streams), or None."""
+    if experiment.retention == "none" or (experiment.retention == "auto" and experiment.tasks is not None):
+        return None
+    if experiment.retention != "auto":
+        return load_retention_text(experiment.retention, experiment.text_column)
+    return load_retention_if_available(excerpts=experiment.excerpts, cache_dir=experiment.data_cache_dir)
 
 
 def load_stream_tasks(experiment: ContinualExperimentSettings) -> ExperimentTasks:

@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
-from ..data.prepare import DataPreparationSettings, manifest_of, prepare_clinc, prepare_domains, resolve_cache_dir
+from ..data.prepare import (
+    DataPreparationSettings,
+    manifest_of,
+    prepare_clinc,
+    prepare_domains,
+    prepare_retention,
+    resolve_cache_dir,
+)
 
 
 def run_data_preparation(settings: DataPreparationSettings) -> Path:
@@ -12,10 +19,17 @@ def run_data_preparation(settings: DataPreparationSettings) -> Path:
         folders.append(prepare_domains(settings))
     if settings.benchmark in ("all", "clinc"):
         folders.append(prepare_clinc(settings))
+    if settings.benchmark in ("all", "retention"):
+        folders.append(prepare_retention(settings))
     for folder in folders:
         manifest = manifest_of(folder)
         print(f"{folder} (built in {manifest['seconds']:.1f} s):")
-        if "domains" in manifest:
+        if "retention" in manifest:
+            size = manifest["sizes"]["validation"]
+            print(
+                f"  retention ({manifest['retention']}): {size['documents']} pages / {size['characters']:,} characters"
+            )
+        elif "domains" in manifest:
             for domain, splits in manifest["sizes"].items():
                 figures = ", ".join(
                     f"{split} {size['documents']} documents / {size['characters']:,} characters"

@@ -1,30 +1,34 @@
 """`run_experiment`: several continual fine-tuning runs on one stream, compared side by side in one run folder.
 
     run_dir/<run>/              each run's own folder (`run_continual`): progress, results.json, matrix.csv, task_<i>/
+                                (a run named <group>/seed_<n> is in run_dir/<group>/seed_<n>/)
     run_dir/<run>/task_<i>/README.md   a model card next to every saved model (and its tokenizer, when it has one),
                                        linking the run's plots
-    run_dir/results.json        every run's settings, matrix, initial scores, summary and timings, and the comparison
-    run_dir/comparison.csv      one row per run: final average, forgetting, transfer, plasticity, final per task
-    run_dir/comparison.md       the same as a markdown table (what the CLI prints)
-    run_dir/plots/              R_<run>.png (R as a heatmap) and curves.png (each task's score over the stream)
+    run_dir/results.json        every run's settings, matrix, initial scores, summary and timings, the comparison
+                                (one row per run), the groups (mean and std over seeds) and the chosen learning rate
+                                per strategy (see `hf_hope.continual.comparison`)
+    run_dir/comparison.csv      one row per run: final average, forgetting, transfer, plasticity, final per task;
+                                with seeds, then one row per group of <figure>_mean and <figure>_std
+    run_dir/comparison.md       the same as markdown tables (what the CLI prints)
+    run_dir/plots/              R_<run>.png (R as a heatmap), curves.png (each task's score over the stream) and
+                                pareto.png (plasticity against forgetting, one point per group)
 
 A run is named by its strategy, or by the key of the mapping it is given in (so one strategy can run twice, e.g.
-with two learning rates). Each run resumes on its own: a finished run is read back, not trained again; every run's
+with two learning rates); `<group>/seed_<n>` names one seed of a group, whose runs must differ by their seed only.
+Each run resumes on its own: a finished run is read back, not trained again; every run's
 folder is checked against its settings before any run trains. Each evaluation prints one line (run, what the model
 has learnt, each task's score), and each training run shows a progress bar on a terminal. The metric
 (its name and direction) is read from the runs' results, so perplexity and accuracy streams are both compared the
 right way round.
 """
 
-import csv
-import io
 import os
-import re
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from ..conversion.atomic_write import write_text_atomically
@@ -32,28 +36,27 @@ from ..conversion.folder_lock import folder_lock
 from ..model_card import write_model_card
 from .blocks import Tokenizer
 from .classification import ClassificationSettings
+from .comparison import (
+    choose_learning_rates,
+    comparison_csv,
+    comparison_rows,
+    format_comparison,
+    group_rows,
+    split_run_name,
+)
+from .pareto import PARETO_NAME, write_pareto_plot
 from .plots import CURVES_NAME, PLOTS_DIR, matrix_plot_name, run_title, write_plots
 from .progress import evaluation_line
 from .run_folder import RESULTS_NAME, saved_progress, task_dir, write_json
-from .runner import Tasks, run_continual, run_identity, task_pairs
+from .runner import Tasks, retention_set, run_continual, run_identity, task_pairs
 from .settings import ContinualSettings
 from .strategies import ModelFactory, get_strategy
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: groups (mean and std over seeds) and chosen
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_MARKDOWN = "comparison.md"
 # Whether a higher score is better, for the metrics the runner reports (a result may also say so itself).
 METRIC_HIGHER_IS_BETTER = {"perplexity": False, "loss": False, "accuracy": True}
-SUMMARY_COLUMNS = (
-    ("final_average", "final average"),
-    ("relative_forgetting", "relative forgetting"),
-    ("forgetting", "forgetting"),
-    ("backward_transfer", "backward transfer"),
-    ("forward_transfer", "forward transfer"),
-    ("plasticity", "plasticity"),
-)
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
-
 Strategies = Sequence[ContinualSettings] | Mapping[str, ContinualSettings]
 
 
@@ -69,11 +72,13 @@ def run_experiment(
     callbacks: Sequence[TrainerCallback] = (),
     classification: ClassificationSettings | None = None,
     require_plots: bool = False,
+    retention: Dataset | DatasetDict | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) `run_continual` for each of `strategies` into `run_dir/<run>`, then compare the runs.
 
     Args:
-        model_factory, tasks, tokenizer, callbacks, classification: as for `run_continual`, shared by every run.
+        model_factory, tasks, tokenizer, callbacks, classification, retention: as for `run_continual`, shared by
+            every run.
         strategies: the runs' settings: a sequence (each run named by its strategy, which must then be distinct)
             or a mapping `{run name: settings}`.
         run_dir: the experiment's folder (see the module docstring).
@@ -89,7 +94,8 @@ def run_experiment(
     run_dir = Path(run_dir)
     names = [name for name, _ in task_pairs(tasks)]
     for name, settings in runs.items():  # a folder of other settings stops the experiment before any training
-        saved_progress(run_dir / name, run_identity(settings, classification), names)
+        identity = run_identity(settings, classification, retention_set(retention, tokenizer, settings))
+        saved_progress(run_dir / name, identity, names)
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):  # a second process on this folder stops here (FolderInUseError)
         return _run_locked(
@@ -103,6 +109,7 @@ def run_experiment(
             callbacks=callbacks,
             classification=classification,
             require_plots=require_plots,
+            retention=retention,
         )
 
 
@@ -118,6 +125,7 @@ def _run_locked(
     callbacks: Sequence[TrainerCallback],
     classification: ClassificationSettings | None,
     require_plots: bool,
+    retention: Dataset | DatasetDict | None,
 ) -> dict[str, Any]:
     """`run_experiment` once it holds `run_dir`'s lock."""
     results: dict[str, dict[str, Any]] = {}
@@ -131,14 +139,10 @@ def _run_locked(
             callbacks=callbacks,
             classification=classification,
             on_evaluation=partial(_print_evaluation, name),
+            retention=retention,
         )
     metric, higher_is_better = shared_metric(results)
     task_names = next(iter(results.values()))["tasks"]
-    plots = write_plots(results, task_names, metric, higher_is_better, run_dir / PLOTS_DIR, require=require_plots)
-    for name, run in results.items():
-        figures = _figures(name, run, plots, metric)
-        _finish_task_folders(run_dir / name, run, tokenizer, base_model, data_description, metric, name, figures)
-
     experiment = {
         "format": FORMAT_VERSION,
         "base_model": base_model,
@@ -149,6 +153,14 @@ def _run_locked(
         "runs": {name: _run_summary(run, run_dir / name, run_dir) for name, run in results.items()},
     }
     experiment["comparison"] = comparison_rows(experiment)
+    experiment["groups"] = group_rows(experiment["comparison"])
+    experiment["chosen"] = choose_learning_rates(experiment["groups"], higher_is_better)
+    plots = write_plots(results, task_names, metric, higher_is_better, run_dir / PLOTS_DIR, require=require_plots)
+    if plots:  # matplotlib is there (write_plots has warned when it is not)
+        plots.append(write_pareto_plot(experiment["groups"], metric, higher_is_better, run_dir / PLOTS_DIR))
+    for name, run in results.items():
+        figures = _figures(name, run, plots, metric)
+        _finish_task_folders(run_dir / name, run, tokenizer, base_model, data_description, metric, name, figures)
     experiment["plots"] = [str(path.relative_to(run_dir)) for path in plots]
     write_text_atomically(run_dir / COMPARISON_CSV, comparison_csv(experiment))
     write_text_atomically(run_dir / COMPARISON_MARKDOWN, format_comparison(experiment) + "\n")
@@ -157,7 +169,11 @@ def _run_locked(
 
 
 def named_runs(strategies: Strategies) -> dict[str, ContinualSettings]:
-    """`{run name: settings}`: a mapping as given, a sequence named by strategy; names must be folder-safe."""
+    """`{run name: settings}`: a mapping as given, a sequence named by strategy; names must be folder-safe.
+
+    A name `<group>/seed_<n>` is one seed of a group: its settings must have seed n, and the runs of a group must
+    share every other setting (and no run may be named by the group alone).
+    """
     if isinstance(strategies, Mapping):
         runs = dict(strategies)
     else:
@@ -171,16 +187,39 @@ def named_runs(strategies: Strategies) -> dict[str, ContinualSettings]:
             runs[settings.strategy] = settings
     if not runs:
         raise ValueError("Give at least one strategy to run.")
+    reserved = (PLOTS_DIR, RESULTS_NAME, COMPARISON_CSV, COMPARISON_MARKDOWN)
+    groups: dict[str, list[tuple[int | None, ContinualSettings]]] = {}
     for name, settings in runs.items():
-        reserved = (PLOTS_DIR, RESULTS_NAME, COMPARISON_CSV, COMPARISON_MARKDOWN)
-        if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or name in reserved:
-            raise ValueError(
-                f"Run name {name!r} is not usable as a folder name: use letters, digits and _ . = - "
-                f"(and none of {', '.join(reserved)})."
-            )
+        group, seed = split_run_name(name)
+        if group in reserved:
+            raise ValueError(f"Run name {name!r} is not usable as a folder name: none of {', '.join(reserved)}.")
         if not isinstance(settings, ContinualSettings):
             raise TypeError(f"Run {name!r}: expected ContinualSettings, got {type(settings).__name__}.")
+        if seed is not None and settings.seed != seed:
+            raise ValueError(f"Run {name!r} has settings of seed {settings.seed}; its name says seed {seed}.")
+        groups.setdefault(group, []).append((seed, settings))
+    for group, members in groups.items():
+        _check_group(group, members)
+    plot_names: dict[str, str] = {}
+    for name in runs:  # "a/seed_0" and "a_seed_0" would share one R plot
+        other = plot_names.setdefault(matrix_plot_name(name), name)
+        if other != name:
+            raise ValueError(f"Runs {other!r} and {name!r} would share the plot {matrix_plot_name(name)}: rename one.")
     return runs
+
+
+def _check_group(group: str, members: Sequence[tuple[int | None, ContinualSettings]]) -> None:
+    """A group is one run named `group`, or runs `group/seed_<n>` whose settings differ by their seed only."""
+    seeds = [seed for seed, _ in members]
+    if len(members) > 1 and None in seeds:
+        raise ValueError(f"Run {group!r} is also the group of runs {group}/seed_<n>: name it {group}/seed_<n> too.")
+    first = {**members[0][1].to_dict(), "seed": None}
+    for seed, settings in members[1:]:
+        if {**settings.to_dict(), "seed": None} != first:
+            raise ValueError(
+                f"Runs {group}/seed_{members[0][0]} and {group}/seed_{seed} differ in more than their seed; "
+                "the seeds of a group must share every other setting."
+            )
 
 
 def metric_direction(results: Mapping[str, Any]) -> tuple[str, bool]:
@@ -204,53 +243,6 @@ def shared_metric(results: Mapping[str, Mapping[str, Any]]) -> tuple[str, bool]:
     return next(iter(directions.values()))
 
 
-def comparison_rows(experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per run: strategy, the summary's means (None where not measured), final score per task, seconds."""
-    rows = []
-    for name, run in experiment["runs"].items():
-        summary = run["summary"]
-        row = {"run": name, "strategy": run["strategy"]}
-        row.update({key: summary.get(key) for key, _ in SUMMARY_COLUMNS})
-        finals = zip(experiment["tasks"], summary["final_per_task"], strict=True)
-        row.update({f"final_{task}": value for task, value in finals})
-        row["train_seconds"] = sum(timing["train_seconds"] for timing in run["timings"])
-        rows.append(row)
-    return rows
-
-
-def comparison_csv(experiment: Mapping[str, Any]) -> str:
-    rows = experiment["comparison"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-def format_comparison(experiment: Mapping[str, Any]) -> str:
-    """The comparison as a markdown table (readable as plain text), with a line saying how to read it."""
-    metric, better = experiment["metric"], "higher" if experiment["higher_is_better"] else "lower"
-    tasks = experiment["tasks"]
-    header = ["run", *(label for _, label in SUMMARY_COLUMNS), *(f"final {task}" for task in tasks), "train s"]
-    lines = [
-        f"{metric} ({better} is better) on each task's validation set after the whole stream "
-        f"({' -> '.join(tasks)}). Forgetting: positive = worse on earlier tasks at the end; "
-        "transfer: positive = better.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for row in experiment["comparison"]:
-        cells = [row["run"]]
-        for key, _ in SUMMARY_COLUMNS:
-            value = row[key]
-            cells.append("-" if value is None else f"{value:.1%}" if key == "relative_forgetting" else f"{value:.4g}")
-        cells += [f"{row[f'final_{task}']:.4g}" for task in tasks]
-        cells.append(f"{row['train_seconds']:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def model_results_table(run: Mapping[str, Any], last_row: int, metric: str) -> str:
     """Markdown: the base model's score on each task, then the score after each training run up to `last_row`.
 
@@ -264,6 +256,14 @@ def model_results_table(run: Mapping[str, Any], last_row: int, metric: str) -> s
         lines.append(
             f"| {label} | " + " | ".join(f"{value:.4g}" for value in scores) + f" | {sum(scores) / len(scores):.4g} |"
         )
+    if run.get("retention"):  # scores[0] is the base model's, scores[i + 1] the one after training run i
+        scores = run["retention"]["scores"]
+        lines += [
+            "",
+            f"General text never trained on (the retention set): perplexity {scores[0]:.4g} before training, "
+            f"{scores[last_row + 1]:.4g} after {run['timings'][last_row]['task']} "
+            f"(retention {scores[0] / scores[last_row + 1]:.3f}).",
+        ]
     return "\n".join(lines)
 
 
@@ -308,10 +308,12 @@ def _figures(name: str, run: Mapping[str, Any], plots: Sequence[Path], metric: s
         matrix_plot_name(name): f"R of {run_title(name, run)}: {metric} on each task (columns) after each training "
         "run (rows)",
         CURVES_NAME: f"Each task's {metric} over the stream, every run of the experiment",
+        PARETO_NAME: "Plasticity against forgetting, every group of the experiment (mean and std over seeds)",
     }
     return [(captions[path.name], path) for path in plots if path.name in captions]
 
 
 def _run_summary(run: Mapping[str, Any], folder: Path, run_dir: Path) -> dict[str, Any]:
     keys = ("strategy", "settings", "metric", "matrix", "initial", "summary", "timings", "joint_row_repeated")
+    keys += ("retention",) if "retention" in run else ()
     return {**{key: run.get(key) for key in keys}, "folder": str(folder.relative_to(run_dir))}

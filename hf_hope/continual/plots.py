@@ -6,7 +6,8 @@ figure; a dotted line marks where the task was learnt, so forgetting is the rise
 
 matplotlib is an optional extra (`pip install "hf-hope[plots]"`). Figures are drawn with `matplotlib.figure.Figure`
 (Agg, no display needed) rather than pyplot, so the backend and state of the calling program are left alone.
-Without it `write_plots` skips the plots with one warning, unless they are required.
+Without it `write_plots` skips the plots with one warning, unless they are required. `pareto.png` (plasticity
+against forgetting per group) is drawn by `pareto.py`.
 """
 
 import importlib.util
@@ -58,8 +59,8 @@ def write_plots(
     paths = []
     for name, results in runs.items():
         figure = matrix_figure(results["matrix"], tasks, metric, higher_is_better, run_title(name, results))
-        paths.append(_save(figure, output_dir / matrix_plot_name(name)))
-    paths.append(_save(curves_figure(runs, tasks, metric), output_dir / CURVES_NAME))
+        paths.append(save_figure(figure, output_dir / matrix_plot_name(name)))
+    paths.append(save_figure(curves_figure(runs, tasks, metric), output_dir / CURVES_NAME))
     return paths
 
 
@@ -144,7 +145,8 @@ def curves_figure(runs: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], m
     return figure
 
 
-def _save(figure: Any, path: Path) -> Path:
+def save_figure(figure: Any, path: Path) -> Path:
+    """Save `figure` as a PNG at `path`, atomically (a reader never sees half a file)."""
     with atomic_file(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
     return path

@@ -23,6 +23,9 @@ With `classification=ClassificationSettings(label_names=...)` the tasks are labe
 and learnt as text generation (`hf_hope.continual.classification`): a step is `batch_size` examples, the loss is on
 the answer tokens only, and `R[i][j]` is the accuracy on task j's validation examples, predicting among every label
 of the stream (higher is better; `results["metric"] == "accuracy"`).
+
+With `retention=` (a general text no task holds, `hf_hope.continual.retention`), its perplexity is measured before
+training and after each training run too, and the results report `retention`: base perplexity / final perplexity.
 """
 
 import json
@@ -35,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from torch import nn
-from torch.utils.data import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..conversion.atomic_write import write_text_atomically
@@ -47,6 +49,7 @@ from ..metrics import continual_learning_summary
 from .blocks import LanguageModellingStream, Tokenizer
 from .classification import ClassificationSettings, ClassificationStream
 from .progress import TrainingProgress
+from .retention import RetentionSet, retention_summary
 from .run_folder import (
     MATRIX_NAME,
     PROGRESS_NAME,
@@ -59,7 +62,7 @@ from .run_folder import (
     write_json,
 )
 from .settings import ContinualSettings
-from .strategies import ModelFactory, Strategy, get_strategy
+from .strategies import ModelFactory, Strategy, TrainingData, get_strategy
 
 Tasks = Mapping[str, DatasetDict] | Sequence[tuple[str, DatasetDict]]
 EvaluationHook = Callable[[str, str, dict[str, float]], None]  # (what was learnt, metric, {task: score})
@@ -75,6 +78,7 @@ def run_continual(
     callbacks: Sequence[TrainerCallback] = (),
     classification: ClassificationSettings | None = None,
     on_evaluation: EvaluationHook | None = None,
+    retention: Dataset | DatasetDict | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the continual fine-tuning of `model_factory()` on `tasks` in order; returns the results.
 
@@ -90,11 +94,15 @@ def run_continual(
         classification: for labelled tasks, how labels become text and are scored; None: language modelling.
         on_evaluation: called after each evaluation with what the model has learnt ("before training", "after
             code", ...), the metric and `{task: score}`, e.g. to print a line; a run read back makes no calls.
+        retention: a text never trained on (a `validation` split with a `text` column, or a Dataset), e.g.
+            `hf_hope.data.load_retention()`, whose perplexity measures how much general ability the stream costs.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):  # a second process on this folder stops here (FolderInUseError)
-        return _run_locked(model_factory, tasks, settings, run_dir, tokenizer, callbacks, classification, on_evaluation)
+        return _run_locked(
+            model_factory, tasks, settings, run_dir, tokenizer, callbacks, classification, on_evaluation, retention
+        )
 
 
 def _run_locked(
@@ -106,12 +114,14 @@ def _run_locked(
     callbacks: Sequence[TrainerCallback],
     classification: ClassificationSettings | None,
     on_evaluation: EvaluationHook | None,
+    retention: Dataset | DatasetDict | None,
 ) -> dict[str, Any]:
     """`run_continual` once it holds `run_dir`'s lock."""
     tidy_run_folder(run_dir)
     task_list = task_pairs(tasks)
     names = [name for name, _ in task_list]
-    progress = start_or_resume(run_dir, run_identity(settings, classification), names)
+    general = retention_set(retention, tokenizer, settings)
+    progress = start_or_resume(run_dir, run_identity(settings, classification, general), names)
     strategy = get_strategy(settings.strategy)
     units = strategy.training_units(names, settings.steps_per_task)
     if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units):
@@ -124,6 +134,8 @@ def _run_locked(
         scores = stream.evaluate(model, device)
         if on_evaluation is not None:
             on_evaluation(label, stream.metric, dict(zip(names, scores, strict=True)))
+        if general is not None:
+            progress.setdefault("retention", []).append(general.evaluate(model, device))
         return scores
 
     done = len(progress["rows"])
@@ -144,13 +156,11 @@ def _run_locked(
 
     for index, unit in enumerate(units[done:], start=done):
         started = time.perf_counter()
-        dataset = stream.train_dataset(unit.task_indices)
+        data = strategy.training_data(stream, units, index, settings)
         seed = settings.seed + index
         bar = TrainingProgress(f"{run_dir.name}: {unit.label}")
-        model = _train(
-            model, dataset, stream.collator, unit.steps, strategy, settings, seed, run_dir, [*callbacks, bar]
-        )
-        model = strategy.finish_task(model, settings)
+        model = _train(model, data, unit.steps, strategy, settings, seed, run_dir, [*callbacks, bar])
+        model = strategy.finish_task(model, settings, data)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         row = evaluate_all(model, f"after {unit.label}")
@@ -163,7 +173,7 @@ def _run_locked(
                 "task": unit.label,
                 "train_seconds": train_seconds,
                 "eval_seconds": eval_seconds,
-                **stream.budget(unit.steps, settings.batch_size),
+                **data.budget,
             }
         )
         write_json(run_dir / PROGRESS_NAME, progress)
@@ -181,12 +191,27 @@ def task_pairs(tasks: Tasks) -> list[tuple[str, DatasetDict]]:
     return pairs
 
 
-def run_identity(settings: ContinualSettings, classification: ClassificationSettings | None) -> dict[str, Any]:
+def run_identity(
+    settings: ContinualSettings,
+    classification: ClassificationSettings | None,
+    retention: RetentionSet | None = None,
+) -> dict[str, Any]:
     """What ties a run folder to its settings (as JSON values): a run resumes only under the same identity."""
     identity = json.loads(json.dumps(settings.to_dict()))
     if classification is not None:
         identity["classification"] = classification.identity()
+    if retention is not None:
+        identity["retention"] = retention.identity()
     return identity
+
+
+def retention_set(
+    retention: Dataset | DatasetDict | None, tokenizer: Tokenizer, settings: ContinualSettings
+) -> RetentionSet | None:
+    """The retention text cut into blocks as the run's validation blocks are (None: no retention set)."""
+    if retention is None:
+        return None
+    return RetentionSet(retention, tokenizer, settings.block_size, settings.max_eval_blocks, settings.eval_batch_size)
 
 
 def _stream(
@@ -204,8 +229,7 @@ def _stream(
 
 def _train(
     model: nn.Module,
-    dataset: Dataset,
-    collator: Callable | None,
+    data: TrainingData,
     steps: int,
     strategy: Strategy,
     settings: ContinualSettings,
@@ -217,7 +241,7 @@ def _train(
     args = TrainingArguments(
         output_dir=str(run_dir / "trainer"),
         max_steps=steps,
-        per_device_train_batch_size=settings.batch_size,
+        per_device_train_batch_size=data.batch_size,
         learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler_type,
         weight_decay=settings.weight_decay,
@@ -233,17 +257,33 @@ def _train(
         use_cpu=settings.use_cpu,
         dataloader_pin_memory=torch.cuda.is_available() and not settings.use_cpu,  # without a GPU it only warns
     )
-    trainer = Trainer(
+    trainer = StrategyTrainer(
+        strategy,
         model=model,
         args=args,
-        train_dataset=dataset,
-        data_collator=collator,
+        train_dataset=data.dataset,
+        data_collator=data.collator,
         callbacks=[*strategy.callbacks(settings), *callbacks],
         optimizers=(strategy.optimizer(model, settings), None),
     )
     trainer.remove_callback(PrinterCallback)  # the logs stay in trainer.state.log_history, not on the console
     trainer.train()
     return trainer.model
+
+
+class StrategyTrainer(Trainer):
+    """`Trainer` whose loss adds the strategy's `loss_penalty` (if any) to the model's own loss."""
+
+    def __init__(self, strategy: Strategy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.strategy = strategy
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        penalty = self.strategy.loss_penalty(model)
+        if penalty is not None:
+            loss = loss + penalty
+        return (loss, outputs) if return_outputs else loss
 
 
 def _finish(
@@ -266,6 +306,9 @@ def _finish(
         "joint_row_repeated": strategy.trains_jointly,
         "summary": continual_learning_summary(matrix, higher_is_better=higher_is_better, initial=progress["initial"]),
     }
+    if "retention" in progress:
+        results["retention"] = retention_summary(progress["retention"])
+        results["summary"]["retention"] = results["retention"]["retention"]
     write_text_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))
     write_json(run_dir / RESULTS_NAME, results)
     return results

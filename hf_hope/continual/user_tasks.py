@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
 BUILDERS = {".txt": None, ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -66,6 +66,20 @@ def load_tasks(
     label_names = sorted({label for task in tasks for label in task["train"]["label"]})
     labelled = [_with_label_ids(path, task, label_names) for path, task in zip(paths, tasks, strict=True)]
     return UserTasks(list(zip(names, labelled, strict=True)), label_names)
+
+
+def load_retention_text(path: str | Path, text_column: str = "text") -> DatasetDict:
+    """A general text to measure retention on, from a file or folder in any format `load_tasks` reads.
+
+    Every document of it is scored (train and validation splits alike: it is never trained on), as one `validation`
+    split with a `text` column.
+    """
+    path = Path(path)
+    _check_path(path, None)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        text_column = "text"
+    splits = [_columns(path, split, dataset, text_column, None) for split, dataset in _read(path).items()]
+    return DatasetDict(validation=concatenate_datasets(splits))
 
 
 def _task_names(paths: list[Path]) -> list[str]:

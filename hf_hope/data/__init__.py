@@ -4,6 +4,8 @@
   `DatasetDict(train, validation)` of `id` and `text` per domain, split by document.
 - `load_clinc()`: class-incremental CLINC150, 15 tasks of 10 disjoint intents, a `DatasetDict(train, validation)` of
   `text` and `label` per task.
+- `load_retention()`: the retention set, pages of the Python documentation in one `validation` split, trained on by
+  no stream: the score of general ability a stream should not lose.
 
 Both read the cache written by `prepare_data` (`hf-hope prepare-data`) and prepare it first if it is missing;
 `excerpts=True` builds them from the small excerpts shipped in the package instead of the full sources.
@@ -16,9 +18,12 @@ from .prepare import (
     clinc_task_intents,
     load_clinc,
     load_domains,
+    load_retention,
+    load_retention_if_available,
     prepare_clinc,
     prepare_data,
     prepare_domains,
+    prepare_retention,
     resolve_cache_dir,
 )
 from .sources import MissingSourceError
@@ -37,9 +42,12 @@ __all__ = [
     "intent_names",
     "load_clinc",
     "load_domains",
+    "load_retention",
+    "load_retention_if_available",
     "prepare_clinc",
     "prepare_data",
     "prepare_domains",
+    "prepare_retention",
     "resolve_cache_dir",
     "split_documents",
 ]

@@ -134,6 +134,20 @@ def build_domain(
     return DatasetDict(train=_to_dataset(train), validation=_to_dataset(validation))
 
 
+def build_retention_set(pages: Iterable[tuple[str, str]], max_chars: int) -> DatasetDict:
+    """The retention set: one document per page (id `prose/<page>`), in id-hash order, cut at `max_chars`.
+
+    It has a `validation` split only: it is never trained on, only scored before and after a stream.
+    """
+    documents = sorted(
+        _unique(_documents((f"prose/{name}", text) for name, text in pages)),
+        key=lambda document: (stable_hash(document.id), document.id),
+    )
+    if not documents:
+        raise ValueError("The prose source holds no pages; reinstall the Python documentation.")
+    return DatasetDict(validation=_to_dataset(cap_documents(documents, None, max_chars)))
+
+
 def build_domain_stream(
     paths: dict[str, Path], validation_fraction: float = 0.05, sizes: DomainSizes = DomainSizes()
 ) -> dict[str, DatasetDict]:

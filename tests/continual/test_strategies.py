@@ -62,7 +62,7 @@ def head_only_strategy(calls: list[str]) -> type[Strategy]:
             trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
             return torch.optim.SGD(trainable, lr=settings.learning_rate)
 
-        def finish_task(self, model, settings):
+        def finish_task(self, model, settings, data):
             calls.append("finish_task")
             return model
 
@@ -84,8 +84,9 @@ def test_the_registry_lists_the_settings_strategies_in_order():
 
 
 def test_an_unknown_strategy_name_is_a_clear_error_listing_the_known_ones():
-    with pytest.raises(ValueError, match="Unknown strategy 'replay': choose one of full, lora, cms, ffn, joint"):
-        get_strategy("replay")
+    known = r"full, lora, cms, ffn, replay, ewc, cms\+replay, joint\."
+    with pytest.raises(ValueError, match=f"Unknown strategy 'no-such-strategy': choose one of {known}"):
+        get_strategy("no-such-strategy")
 
 
 def test_a_strategy_needs_a_name_of_its_own(register):

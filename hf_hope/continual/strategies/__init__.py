@@ -3,6 +3,10 @@
 - `full` (`full.py`): every parameter trains.
 - `lora` (`lora.py`): PEFT LoRA on the attention projections; the base model is frozen.
 - `cms` (`cms.py`): only the new levels of the CMS adapter train, each at its own period.
+- `ffn` (`ffn.py`): the same CMS levels as `cms`, every one at period 1 (the ablation of the level clock).
+- `replay` (`replay.py`): like `full`, every batch after the first task also replays earlier tasks' items.
+- `ewc` (`ewc.py`): like `full`, with an online EWC penalty toward earlier tasks' parameters.
+- `cms+replay` (`cms_replay.py`): `cms` trained on `replay`'s batches.
 - `joint` (`joint.py`): like `full`, but trained once on the union of all tasks (the multi-task upper bound).
 
 A strategy saves what it trains into a task folder and rebuilds the same trainable model from it, so that a run
@@ -20,12 +24,16 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .base import ModelFactory, Strategy, TrainingUnit, save_task_model
+from .base import ModelFactory, Strategy, TrainingData, TrainingUnit, save_task_model
 from .cms import CMSStrategy
+from .cms_replay import CMSReplayStrategy
+from .ewc import EWCStrategy
+from .ffn import FFNStrategy
 from .full import FullStrategy
 from .joint import JointStrategy
 from .lora import LoraStrategy, attention_projections
 from .registry import STRATEGY_REGISTRY, get_strategy, register_strategy
+from .replay import ReplayStrategy
 
 if TYPE_CHECKING:
     from ..settings import ContinualSettings
@@ -53,12 +61,17 @@ def build_optimizer(model: nn.Module, settings: ContinualSettings) -> torch.opti
 
 __all__ = [
     "STRATEGY_REGISTRY",
+    "CMSReplayStrategy",
     "CMSStrategy",
+    "EWCStrategy",
+    "FFNStrategy",
     "FullStrategy",
     "JointStrategy",
     "LoraStrategy",
     "ModelFactory",
+    "ReplayStrategy",
     "Strategy",
+    "TrainingData",
     "TrainingUnit",
     "attention_projections",
     "build_optimizer",

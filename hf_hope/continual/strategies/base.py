@@ -1,10 +1,11 @@
 """`Strategy`: everything the runner, the experiment and the model cards need to know about one way of learning.
 
 A strategy turns a fresh base model into the model it trains (`prepare`), rebuilds that model from a saved task
-folder so that a run resumes (`load`), and may add Trainer callbacks, its own optimizer and a step between tasks.
+folder so that a run resumes (`load`), and may add Trainer callbacks, its own optimizer, a term of the loss
+(`loss_penalty`), its own training batches (`training_data`, e.g. with replayed examples) and a step between tasks.
 It also says which training runs a stream needs (`training_units`: one per task, or one over all of them), how its
 rows make the T x T matrix R, and what the model card says about its training. The defaults suit a strategy that
-trains on each task in turn with Trainer's own AdamW and saves with `save_pretrained`.
+trains on each task in turn with Trainer's own AdamW and loss and saves with `save_pretrained`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:  # for type hints only: settings.py may then import the registry without an import cycle
+    from ..blocks import LanguageModellingStream
+    from ..classification import ClassificationStream
     from ..settings import ContinualSettings
+
+    TaskStream = LanguageModellingStream | ClassificationStream
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -35,6 +41,22 @@ class TrainingUnit:
     task_indices: tuple[int, ...]
     steps: int
     label: str
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What one training run's Trainer draws from: `dataset` in batches of `batch_size` items, put together by
+    `collator` (None: transformers' default one).
+
+    `budget` counts what the run trains on for the run's timings (e.g. `train_tokens`, and `replay_tokens` for
+    replayed data); `task_dataset` is the run's own tasks' training data alone, without anything replayed.
+    """
+
+    dataset: Dataset
+    collator: Callable | None
+    batch_size: int
+    budget: dict[str, int]
+    task_dataset: Dataset
 
 
 class Strategy(ABC):
@@ -68,8 +90,20 @@ class Strategy(ABC):
         """The optimizer of one training run; None lets Trainer build its default AdamW from the settings."""
         return None
 
-    def finish_task(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
-        """What happens to the model after a training run, before it is evaluated and saved; returns it."""
+    def loss_penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """A term added to every training step's loss (e.g. a regulariser toward earlier tasks); None: nothing."""
+        return None
+
+    def training_data(
+        self, stream: TaskStream, units: Sequence[TrainingUnit], index: int, settings: ContinualSettings
+    ) -> TrainingData:
+        """The data of training run `index` of `units`: here its tasks' training data, `batch_size` per step."""
+        dataset = stream.train_dataset(units[index].task_indices)
+        budget = stream.budget(units[index].steps, settings.batch_size)
+        return TrainingData(dataset, stream.collator, settings.batch_size, budget, dataset)
+
+    def finish_task(self, model: nn.Module, settings: ContinualSettings, data: TrainingData) -> nn.Module:
+        """What happens to the model after a training run on `data`, before it is evaluated and saved; returns it."""
         return model
 
     def training_units(self, task_names: Sequence[str], steps_per_task: int) -> list[TrainingUnit]:

@@ -23,7 +23,7 @@ from ...clock.callback import LevelClockCallback
 from ...clock.core import LevelClock
 from ...conversion import CMSConfig, consolidate_levels, retrofit
 from ...modeling import parameter_levels
-from .base import ModelFactory, Strategy
+from .base import ModelFactory, Strategy, TrainingData
 
 if TYPE_CHECKING:
     from ..settings import ContinualSettings
@@ -56,7 +56,7 @@ class CMSStrategy(Strategy):
         groups = LevelClock(model).param_groups(trainable, lr=settings.learning_rate)
         return torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
-    def finish_task(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
+    def finish_task(self, model: nn.Module, settings: ContinualSettings, data: TrainingData) -> nn.Module:
         """With `cms_consolidate`, fold the fastest level into the next one; exact, so the scores do not move."""
         if settings.cms_consolidate:
             fastest = len(settings.cms_periods) + 1  # levels count from 1, the pretrained FFN

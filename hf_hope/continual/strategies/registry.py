@@ -6,14 +6,25 @@ editing this package; `ContinualSettings` accepts every registered name.
 
 from .base import Strategy
 from .cms import CMSStrategy
+from .cms_replay import CMSReplayStrategy
+from .ewc import EWCStrategy
 from .ffn import FFNStrategy
 from .full import FullStrategy
 from .joint import JointStrategy
 from .lora import LoraStrategy
+from .replay import ReplayStrategy
 
-STRATEGY_REGISTRY: dict[str, type[Strategy]] = {
-    strategy.name: strategy for strategy in (FullStrategy, LoraStrategy, CMSStrategy, FFNStrategy, JointStrategy)
-}
+_BUILT_IN = (
+    FullStrategy,
+    LoraStrategy,
+    CMSStrategy,
+    FFNStrategy,
+    ReplayStrategy,
+    EWCStrategy,
+    CMSReplayStrategy,
+    JointStrategy,
+)
+STRATEGY_REGISTRY: dict[str, type[Strategy]] = {strategy.name: strategy for strategy in _BUILT_IN}
 
 
 def register_strategy(strategy: type[Strategy]) -> type[Strategy]:

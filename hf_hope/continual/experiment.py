@@ -47,8 +47,8 @@ from .comparison import (
 from .pareto import PARETO_NAME, write_pareto_plot
 from .plots import CURVES_NAME, PLOTS_DIR, matrix_plot_name, run_title, write_plots
 from .progress import evaluation_line
-from .run_folder import RESULTS_NAME, saved_progress, task_dir, write_json
-from .runner import Tasks, retention_set, run_continual, run_identity, task_pairs
+from .run_folder import RESULTS_NAME, task_dir, write_json
+from .runner import Tasks, check_tasks, is_finished, retention_set, run_continual, run_identity, task_pairs
 from .settings import ContinualSettings
 from .strategies import ModelFactory, get_strategy
 
@@ -92,10 +92,14 @@ def run_experiment(
     """
     runs = named_runs(strategies)
     run_dir = Path(run_dir)
-    names = [name for name, _ in task_pairs(tasks)]
-    for name, settings in runs.items():  # a folder of other settings stops the experiment before any training
+    task_list = task_pairs(tasks)
+    checked = set()
+    for name, settings in runs.items():  # before anything is written: a folder of other settings, a too small task
         identity = run_identity(settings, classification, retention_set(retention, tokenizer, settings))
-        saved_progress(run_dir / name, identity, names)
+        shape = (settings.block_size, settings.batch_size, settings.max_eval_blocks, settings.eval_batch_size)
+        if not is_finished(run_dir / name, identity, task_list, settings) and shape not in checked:
+            check_tasks(task_list, tokenizer, settings, classification)
+            checked.add(shape)
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):  # a second process on this folder stops here (FolderInUseError)
         return _run_locked(

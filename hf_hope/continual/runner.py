@@ -56,6 +56,7 @@ from .run_folder import (
     RESULTS_NAME,
     matrix_csv,
     save_task,
+    saved_progress,
     start_or_resume,
     task_dir,
     tidy_run_folder,
@@ -98,36 +99,78 @@ def run_continual(
             `hf_hope.data.load_retention()`, whose perplexity measures how much general ability the stream costs.
     """
     run_dir = Path(run_dir)
+    task_list = task_pairs(tasks)
+    general = retention_set(retention, tokenizer, settings)
+    identity = run_identity(settings, classification, general)
+    # Before anything is written: a folder of another run is refused, and (unless the run is finished) every task is
+    # tokenized, so that a task too small for one batch or one validation block stops the run here.
+    stream = (
+        None
+        if is_finished(run_dir, identity, task_list, settings)
+        else _stream(task_list, tokenizer, settings, classification)
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(run_dir):  # a second process on this folder stops here (FolderInUseError)
         return _run_locked(
-            model_factory, tasks, settings, run_dir, tokenizer, callbacks, classification, on_evaluation, retention
+            model_factory,
+            task_list,
+            settings,
+            run_dir,
+            tokenizer,
+            callbacks,
+            classification,
+            on_evaluation,
+            general,
+            identity,
+            stream,
         )
+
+
+def is_finished(
+    run_dir: Path, identity: dict[str, Any], tasks: list[tuple[str, DatasetDict]], settings: ContinualSettings
+) -> bool:
+    """Whether `run_dir` holds the finished run of `identity` (cheap: no model, no data); refuses another run's."""
+    names = [name for name, _ in tasks]
+    progress = saved_progress(run_dir, identity, names)
+    units = get_strategy(settings.strategy).training_units(names, settings.steps_per_task)
+    return progress is not None and (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units)
+
+
+def check_tasks(
+    tasks: Tasks,
+    tokenizer: Tokenizer,
+    settings: ContinualSettings,
+    classification: ClassificationSettings | None = None,
+) -> None:
+    """Tokenize every task as `run_continual` would: a clear error naming the task if one is too small for one
+    training batch or one validation block (what `run_continual` checks first, before it writes anything)."""
+    _stream(task_pairs(tasks), tokenizer, settings, classification)
 
 
 def _run_locked(
     model_factory: ModelFactory,
-    tasks: Tasks,
+    task_list: list[tuple[str, DatasetDict]],
     settings: ContinualSettings,
     run_dir: Path,
     tokenizer: Tokenizer,
     callbacks: Sequence[TrainerCallback],
     classification: ClassificationSettings | None,
     on_evaluation: EvaluationHook | None,
-    retention: Dataset | DatasetDict | None,
+    general: RetentionSet | None,
+    identity: dict[str, Any],
+    stream: LanguageModellingStream | ClassificationStream | None,
 ) -> dict[str, Any]:
-    """`run_continual` once it holds `run_dir`'s lock."""
+    """`run_continual` once it holds `run_dir`'s lock (`stream`: the tasks as built before, None if finished then)."""
     tidy_run_folder(run_dir)
-    task_list = task_pairs(tasks)
     names = [name for name, _ in task_list]
-    general = retention_set(retention, tokenizer, settings)
-    progress = start_or_resume(run_dir, run_identity(settings, classification, general), names)
+    progress = start_or_resume(run_dir, identity, names)
     strategy = get_strategy(settings.strategy)
     units = strategy.training_units(names, settings.steps_per_task)
     if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units):
         return json.loads((run_dir / RESULTS_NAME).read_text())
 
-    stream = _stream(task_list, tokenizer, settings, classification)
+    if stream is None:  # finished when checked, but not now (its results were removed since)
+        stream = _stream(task_list, tokenizer, settings, classification)
     device = torch.device("cuda" if torch.cuda.is_available() and not settings.use_cpu else "cpu")
 
     def evaluate_all(model: nn.Module, label: str) -> list[float]:

@@ -469,6 +469,16 @@ def test_a_run_on_the_users_own_text_files(tiny_dir, data_cache, tmp_path):
     assert results["data_description"] == f"User tasks: cooking ({files[0]}), sailing ({files[1]})."
 
 
+def test_a_users_task_too_small_for_one_batch_fails_before_the_run_folder_is_written(tiny_dir, tmp_path, capsys):
+    (tmp_path / "long.txt").write_text("\n\n".join(f"Paragraph {index} of a long task. " * 8 for index in range(20)))
+    (tmp_path / "short.txt").write_text("One line.\n\nAnother line.\n")
+    out = tmp_path / "run"
+    argv = ["continual", "--model", str(tiny_dir), "--tasks", str(tmp_path / "long.txt"), str(tmp_path / "short.txt")]
+    message = fail([*argv, "--output_dir", str(out), *QUICK_TINY, "--strategies", "full"], capsys, status=1)
+    assert "Task 'short'" in message and "fewer than one block" in message
+    assert not out.exists()
+
+
 def test_tasks_settings_from_flags_and_config_files_agree(tmp_path):
     flags = ["continual", "--tasks", "a.csv", "b.parquet", "--text_column", "body", "--label_column", "intent"]
     flags += ["--validation_fraction", "0.25"]

@@ -171,9 +171,19 @@ def test_an_unknown_strategy_is_a_clear_error():
 def test_a_task_without_validation_examples_is_a_clear_error(domains, tmp_path):
     empty = DatasetDict(train=domains["news"]["train"], validation=Dataset.from_dict({"id": [], "text": []}))
     tasks = [("code", domains["code"]), ("news", empty)]
+    run_dir = tmp_path / "run"
     with pytest.raises(ValueError, match="'news'.*'validation' split has 0 examples"):
-        run_continual(factory, tasks, settings("full"), tmp_path, tokenizer=char_ids)
-    assert not list(tmp_path.glob("task_*"))  # refused before training anything
+        run_continual(factory, tasks, settings("full"), run_dir, tokenizer=char_ids)
+    assert not run_dir.exists()  # refused before anything was written
+
+
+def test_a_task_too_small_for_one_batch_is_refused_before_anything_is_written(domains, tmp_path):
+    tiny = DatasetDict(train=Dataset.from_dict({"text": ["x" * 40]}), validation=domains["news"]["validation"])
+    tasks = [("code", domains["code"]), ("tiny", tiny)]
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="'tiny' has 1 training blocks of 32 tokens, fewer than one batch of 2"):
+        run_continual(factory, tasks, settings("full"), run_dir, tokenizer=char_ids)
+    assert not run_dir.exists()
 
 
 RESUMED_SETTINGS = {

@@ -5,10 +5,12 @@ import json
 import struct
 
 import pytest
+from datasets import Dataset, DatasetDict
 from huggingface_hub import ModelCard
 from transformers.testing_utils import CaptureLogger
 
 from hf_hope.continual import ContinualSettings, format_comparison, metric_direction, named_runs, run_experiment
+from hf_hope.continual import experiment as experiment_module
 from hf_hope.continual import plots as plots_module
 from hf_hope.data import load_domains
 
@@ -144,6 +146,22 @@ def test_a_run_folder_of_other_settings_stops_the_experiment_before_any_training
     with pytest.raises(ValueError, match="other settings.*learning_rate"):
         experiment(domains, tmp_path, [settings("full"), settings("cms", learning_rate=1e-3)], callbacks=[counter])
     assert counter.started == 0 and not (tmp_path / "full").exists()
+
+
+def test_a_task_too_small_for_one_validation_block_stops_the_experiment_before_anything_is_written(domains, tmp_path):
+    short = DatasetDict(train=domains["news"]["train"], validation=Dataset.from_dict({"text": ["too short"]}))
+    tasks = [("code", domains["code"]), ("short", short)]
+    with pytest.raises(ValueError, match="'short': the 'validation' split has 1 examples, fewer than one block of 32"):
+        experiment(tasks, tmp_path / "experiment", [settings("full"), settings("cms")])
+    assert not (tmp_path / "experiment").exists()
+
+
+def test_finished_runs_are_not_checked_again(domains, tmp_path, monkeypatch):
+    experiment(domains, tmp_path, [settings("full")])
+    checked = []
+    monkeypatch.setattr(experiment_module, "check_tasks", lambda *args: checked.append(args))
+    experiment(domains, tmp_path, [settings("full")])
+    assert checked == []
 
 
 def test_run_names():

@@ -50,6 +50,8 @@ GROUPS = {  # in the order they run: the comparisons the targets need first
     "full-lr3e-4": ContinualSettings(strategy="full", learning_rate=3e-4),
     "cms-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4),
     "joint-lr1e-4": ContinualSettings(strategy="joint", learning_rate=1e-4),
+    "cms-lowrank-lr1e-3": ContinualSettings(strategy="cms", learning_rate=1e-3, cms_init="lowrank"),
+    "cms-lowrank-lr3e-3": ContinualSettings(strategy="cms", learning_rate=3e-3, cms_init="lowrank"),
 }
 FORGETTING_SHARE, PLASTICITY_RATIO, RETENTION_FLOOR = 0.5, 1.05, 0.95
 

@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 
 from ..modeling.cms_adapter_families import FAMILIES, Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN
+from ..modeling.cms_lowrank import fold_deltas
 
 
 def family_of(model: nn.Module) -> Family:
@@ -28,6 +29,14 @@ def family_of(model: nn.Module) -> Family:
 def fold_levels(ffn: RetrofittedFFN, family: Family, config: PretrainedConfig) -> nn.Module | None:
     """One plain FFN equal to the CMS `ffn`, or `None` when the pretrained level alone already is."""
     levels = [level.mlp for level in ffn.cms_levels]
+    lowrank = ffn.lowrank_levels()
+    if lowrank:
+        active = [level for level in lowrank if not level.is_silent()]
+        if not active:
+            return None
+        reference = next(ffn.parameters())
+        plain = family.build_ffn(config, family.width_of(ffn)).to(reference.device, reference.dtype)
+        return fold_deltas(ffn, plain.train(ffn.training), active)
     if ffn.cms_mixing is None:
         active = [mlp for mlp in levels if not family.is_silent(mlp)]
         return family.fold([ffn, *active], [1.0] * (1 + len(active)), config) if active else None

@@ -43,6 +43,26 @@ def folder_lock(folder: str | os.PathLike, lock_path: str | os.PathLike | None =
             path.unlink(missing_ok=True)
 
 
+def refuse_if_in_use(folder: str | os.PathLike, lock_path: str | os.PathLike | None = None) -> None:
+    """Raise `FolderInUseError` if a live process holds the lock of `folder`; reads only, so it may come first.
+
+    A run checks this before its slow, read-only preparation (tokenizing every task), so that a folder in use is
+    refused at once; `folder_lock` checks again when it takes the lock.
+    """
+    folder = Path(folder)
+    path = Path(lock_path) if lock_path is not None else folder / LOCK_NAME
+    owner = _owner(path)
+    if owner is not None and (owner.get("host") != socket.gethostname() or _alive(owner.get("pid"))):
+        raise _in_use(folder, path, owner)
+
+
+def _in_use(folder: Path, path: Path, owner: dict) -> FolderInUseError:
+    return FolderInUseError(
+        f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} (lock file {path}). Wait for "
+        "it to finish or use another folder; if that process no longer runs, delete the lock file."
+    )
+
+
 def _take_over_if_stale(folder: Path, path: Path) -> None:
     """Remove the lock at `path` if its owner is gone; raise `FolderInUseError` if it may still be working."""
     owner = _owner(path)
@@ -51,10 +71,7 @@ def _take_over_if_stale(folder: Path, path: Path) -> None:
             time.sleep(0.1)
             return
     elif owner.get("host") != socket.gethostname() or _alive(owner.get("pid")):
-        raise FolderInUseError(
-            f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} (lock file {path}). Wait for "
-            "it to finish or use another folder; if that process no longer runs, delete the lock file."
-        )
+        raise _in_use(folder, path, owner)
     print(f"Taking over {path}: the process that held it ({owner}) is gone.", file=sys.stderr)
     path.unlink(missing_ok=True)
 

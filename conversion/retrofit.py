@@ -6,6 +6,7 @@ from torch import nn
 
 from ..modeling.cms_adapter_families import FAMILIES, Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN, attach_levels, ffn_sites
+from ..modeling.cms_lowrank import stack_levels
 from ..modeling.modeling_cms_adapter import CMS_MODEL_TYPE_SUFFIX, cms_classes
 from .base_parameters import freeze_outside_adapter, record_fingerprints, release_base
 from .cms_config import CMSConfig
@@ -59,15 +60,17 @@ def consolidate_levels(model: nn.Module, source: int, target: int) -> nn.Module:
     becomes one FFN that stacks the hidden units of both (so the model computes exactly what it computed before),
     and the source level's output projection is zeroed, so it starts learning again from a silent state. The
     target grows by the source's width in every retrofitted layer, and `config.cms_adapter` records its new width
-    so that `save_pretrained` and `from_pretrained` round-trip. Levels are numbered as in `CMSConfig.levels`
-    from 1 (the pretrained FFN); only new levels (2 and up) of a `init="zero"` adapter can be consolidated.
+    so that `save_pretrained` and `from_pretrained` round-trip. With `init="lowrank"` the levels' factors are
+    stacked the same way: the target's rank grows by the source's, and the source's `B` factors are zeroed.
+    Levels are numbered as in `CMSConfig.levels` from 1 (the pretrained FFN); only new levels (2 and up) of an
+    `init="zero"` or `init="lowrank"` adapter can be consolidated.
     """
     family, config = retrofitted_family(model)
     new_levels = range(2, len(config.levels) + 1)
-    if config.init != "zero":
+    if config.init == "copy":
         raise ValueError(
-            f"consolidate_levels needs an adapter built with init='zero' (this one uses init={config.init!r}, whose "
-            "levels are mixed by softmax weights and cannot be stacked)."
+            "consolidate_levels needs an adapter built with init='zero' or 'lowrank' (this one uses init='copy', "
+            "whose levels are mixed by softmax weights and cannot be stacked)."
         )
     if source not in new_levels or target not in new_levels or source == target:
         raise ValueError(
@@ -75,6 +78,13 @@ def consolidate_levels(model: nn.Module, source: int, target: int) -> nn.Module:
             f"{new_levels.start} to {new_levels.stop - 1} here (level 1 is the pretrained FFN)."
         )
     sites = [site for site in ffn_sites(model, family) if isinstance(site.ffn, RetrofittedFFN)]
+    adapter = copy.deepcopy(model.config.cms_adapter)
+    if config.init == "lowrank":
+        for site in sites:
+            stack_levels(site.ffn.cms_levels[target - 2].mlp, site.ffn.cms_levels[source - 2].mlp)
+        adapter["levels"][target - 1]["rank"] = sites[0].ffn.cms_levels[target - 2].mlp.rank
+        model.config.cms_adapter = adapter
+        return model
     for site in sites:
         fast, slow = site.ffn.cms_levels[source - 2], site.ffn.cms_levels[target - 2]
         trainable = [parameter.requires_grad for parameter in slow.mlp.parameters()]
@@ -82,7 +92,6 @@ def consolidate_levels(model: nn.Module, source: int, target: int) -> nn.Module:
         folded.requires_grad_(all(trainable))
         slow.mlp = folded
         family.silence(fast.mlp)
-    adapter = copy.deepcopy(model.config.cms_adapter)
     adapter["levels"][target - 1]["intermediate_size"] = family.width_of(sites[0].ffn.cms_levels[target - 2].mlp)
     model.config.cms_adapter = adapter
     return model
@@ -92,7 +101,8 @@ def unretrofit(model: nn.Module, merge: bool = True) -> nn.Module:
     """Turn a retrofitted model back into a plain model of its original class, in place, and return it.
 
     With `merge=True` every level is folded into one FFN that computes what the CMS computed, by stacking the
-    levels' hidden units (new levels whose output is still exactly zero are dropped). The result must fit the
+    levels' hidden units (new levels whose output is still exactly zero are dropped), or, for low-rank levels, by
+    adding their changes to the projections' weights (the width stays). The result must fit the
     family's config, which has one FFN width for all layers: when the folded widths differ between layers this
     raises a `ValueError` and changes nothing. With `merge=False` the new levels are discarded and the first
     level (the pretrained FFN, as trained) stays.

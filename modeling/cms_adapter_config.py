@@ -10,7 +10,7 @@ from typing import Any
 
 from .levels import check_level_spec
 
-INIT_MODES = ("zero", "copy")
+INIT_MODES = ("zero", "copy", "lowrank")
 
 
 def _default_levels() -> list[dict[str, Any]]:
@@ -28,8 +28,11 @@ class CMSAdapterConfig:
             pretrained FFN itself; the default levels freeze it (`{"period": None}`).
         init: `"zero"` keeps the pretrained FFN as the first level and adds narrow new levels whose output
             projection starts at zero; `"copy"` makes every level a copy of the pretrained FFN and mixes them by
-            a learnable softmax-weighted sum that starts uniform. Either way the model's logits are unchanged.
+            a learnable softmax-weighted sum that starts uniform; `"lowrank"` makes each new level a low-rank
+            change `B A` of every projection of the pretrained FFN, with `B` zero (`modeling.cms_lowrank`). Either
+            way the model's logits are unchanged.
         intermediate_size: hidden width of the new levels with `init="zero"`, unless a level sets its own.
+        rank: rank of the new levels with `init="lowrank"`, unless a level sets its own.
         layers: the decoder layers to retrofit: `None` for all, a non-empty list of layer indices, or a regular
             expression that must fully match a decoder layer's module name (as in PEFT's `target_modules`).
     """
@@ -37,13 +40,16 @@ class CMSAdapterConfig:
     levels: list[dict[str, Any]] = field(default_factory=_default_levels)
     init: str = "zero"
     intermediate_size: int = 128
+    rank: int = 8
     layers: list[int] | str | None = None
 
     def __post_init__(self) -> None:
         if self.init not in INIT_MODES:
             raise ValueError(f"init={self.init!r} is unknown: allowed values are {INIT_MODES}.")
-        if not isinstance(self.intermediate_size, int) or self.intermediate_size < 1:
-            raise ValueError(f"intermediate_size={self.intermediate_size!r} is invalid: it must be an int >= 1.")
+        for name in ("intermediate_size", "rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: it must be an int >= 1.")
         if not isinstance(self.levels, list | tuple) or len(self.levels) < 2:
             raise ValueError(
                 f"levels={self.levels!r} is invalid: give a list of at least two level dicts, slowest (the "
@@ -54,17 +60,21 @@ class CMSAdapterConfig:
 
     def _normalize_level(self, index: int, level: dict[str, Any]) -> dict[str, Any]:
         where = f"levels[{index}]"
-        level = check_level_spec(level, f"{where}.", allowed_keys=("intermediate_size",))
-        width = level.get("intermediate_size")
-        if width is not None and index == 0:
-            raise ValueError(f"{where}.intermediate_size is not allowed: level 1 is the pretrained FFN.")
-        if width is not None and self.init == "copy":
-            raise ValueError(f"{where}.intermediate_size is not allowed: with init='copy' every level copies the FFN.")
-        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-            raise ValueError(f"{where}.intermediate_size={width!r} is invalid: it must be an int >= 1.")
-        if index > 0 and self.init == "zero" and width is None:
-            width = self.intermediate_size
-        return {"period": level["period"], "lr_scale": level["lr_scale"], "intermediate_size": width}
+        level = check_level_spec(level, f"{where}.", allowed_keys=("intermediate_size", "rank"))
+        sizes = {}
+        for key, mode, default in (
+            ("intermediate_size", "zero", self.intermediate_size),
+            ("rank", "lowrank", self.rank),
+        ):
+            value = level.get(key)
+            if value is not None and index == 0:
+                raise ValueError(f"{where}.{key} is not allowed: level 1 is the pretrained FFN.")
+            if value is not None and self.init != mode:
+                raise ValueError(f"{where}.{key} is not allowed: it sizes the new levels of init={mode!r} only.")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{where}.{key}={value!r} is invalid: it must be an int >= 1.")
+            sizes[key] = default if index > 0 and self.init == mode and value is None else value
+        return {"period": level["period"], "lr_scale": level["lr_scale"], **sizes}
 
     def _check_layers(self) -> None:
         if self.layers is None:
@@ -122,7 +132,7 @@ class CMSAdapterConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CMSAdapterConfig":
-        unknown = set(values) - {"levels", "init", "intermediate_size", "layers"}
+        unknown = set(values) - {"levels", "init", "intermediate_size", "rank", "layers"}
         if unknown:
             raise ValueError(f"Unknown {cls.__name__} fields {sorted(unknown)}.")
         return cls(**values)

@@ -81,6 +81,15 @@ class Family:
         """The hidden width of one FFN of this family."""
         return self._read(ffn).output.shape[1]
 
+    @property
+    def projection_names(self) -> tuple[str, ...]:
+        """The attribute names of the FFN's projections, input projections first."""
+        return {
+            FFNLayout.GATED: ("gate_proj", "up_proj", "down_proj"),
+            FFNLayout.FUSED_GATED: ("gate_up_proj", "down_proj"),
+            FFNLayout.CONV1D: ("c_fc", "c_proj"),
+        }[self.layout]
+
     def output_projection(self, ffn: nn.Module) -> nn.Module:
         return ffn.c_proj if self.layout is FFNLayout.CONV1D else ffn.down_proj
 

@@ -2,9 +2,9 @@
 
 A retrofitted FFN keeps its class's own forward and parameter names (so the pretrained weights load as before):
 like `torch.nn.utils.parametrize`, it becomes an instance of a subclass that also holds the new levels
-(`cms_levels`, each a tagged `CMSLevel`) and, with `init="copy"`, their mixing weights (`cms_mixing`). Its own
-parameters are the slowest level, tagged through `level_tag`, so `parameter_levels` and the level clock treat
-a retrofitted Llama and a HOPE model alike.
+(`cms_levels`, each a tagged `CMSLevel`: a narrow FFN, a copy of the FFN, or low-rank changes of its projections)
+and, with `init="copy"`, their mixing weights (`cms_mixing`). Its own parameters are the slowest level, tagged
+through `level_tag`, so `parameter_levels` and the level clock treat a retrofitted Llama and a HOPE model alike.
 """
 
 import copy
@@ -18,6 +18,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from .cms import CMSLevel
 from .cms_adapter_config import CMSAdapterConfig
 from .cms_adapter_families import FAMILIES, Family
+from .cms_lowrank import FFNDeltas, deltas_applied, projection_shapes
 from .levels import UNTAGGED, LevelTag, checked_tag
 
 
@@ -44,7 +45,8 @@ class LevelMixing(nn.Module):
 
 
 class RetrofittedFFN(nn.Module):
-    """Mixin for a pretrained FFN turned CMS: `ffn(x) + sum_l level_l(x)` (`"zero"`) or their softmax mix (`"copy"`).
+    """Mixin for a pretrained FFN turned CMS: `ffn(x) + sum_l level_l(x)` (`"zero"`), their softmax mix (`"copy"`),
+    or the FFN with every projection changed by the levels' low-rank deltas (`"lowrank"`).
 
     Never instantiated directly: `retrofit` re-classes the FFN instance to `Retrofitted<FFN class>`.
     """
@@ -54,11 +56,18 @@ class RetrofittedFFN(nn.Module):
     cms_mixing: LevelMixing | None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.lowrank_levels():
+            with deltas_applied(self, self.lowrank_levels()):
+                return super().forward(hidden_states)
         pretrained = super().forward(hidden_states)
         outputs = [level(hidden_states) for level in self.cms_levels]
         if self.cms_mixing is None:
             return pretrained + sum(outputs)
         return self.cms_mixing([pretrained, *outputs])
+
+    def lowrank_levels(self) -> list[FFNDeltas]:
+        """The new levels' `FFNDeltas` when they are low-rank changes of the FFN's projections, else `[]`."""
+        return [level.mlp for level in self.cms_levels if isinstance(level.mlp, FFNDeltas)]
 
     def pretrained_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The slowest level's parameters: the FFN's own, outside `cms_levels` and `cms_mixing`."""
@@ -141,6 +150,9 @@ def _retrofit_ffn(
     for position, spec in enumerate(config.levels[1:], start=2):
         if config.init == "copy":
             mlp = copy.deepcopy(ffn, memo={id(model_config): model_config})  # share the config, copy weights
+        elif config.init == "lowrank":
+            shapes = projection_shapes(ffn, family.projection_names)
+            mlp = FFNDeltas(shapes, spec["rank"]).to(reference.device, reference.dtype)
         else:
             mlp = family.build_ffn(model_config, spec["intermediate_size"]).to(reference.device, reference.dtype)
             if initialiser is not None:

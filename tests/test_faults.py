@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 import hf_hope
 from hf_hope.cli import main
 from hf_hope.clock.online_learner import LEARNER_STATE_NAME, OnlineLearner
-from hf_hope.continual import ContinualSettings, run_continual
+from hf_hope.continual import ContinualSettings, run_continual, run_experiment
 from hf_hope.conversion import CMS_CONFIG_NAME, CMS_WEIGHTS_NAME, cms_adapter_state_dict
 from hf_hope.conversion.atomic_write import recover_swapped_folder
 from hf_hope.conversion.folder_lock import LOCK_NAME, FolderInUseError, folder_lock
@@ -209,12 +209,22 @@ def continual_settings() -> ContinualSettings:
     return ContinualSettings(strategy="full", steps_per_task=1, batch_size=2, block_size=16, use_cpu=True)
 
 
-def test_a_run_folder_in_use_by_a_live_process_is_refused(tmp_path):
+def run_one(tasks, run_dir):
+    run_continual(tiny_llama, tasks, continual_settings(), run_dir, tokenizer=list)
+
+
+def run_several(tasks, run_dir):
+    strategies = {"full": continual_settings()}
+    run_experiment(tiny_llama, tasks, strategies, run_dir, tokenizer=list, base_model="tiny", data_description="")
+
+
+@pytest.mark.parametrize("run", [run_one, run_several], ids=["run_continual", "run_experiment"])
+def test_a_run_folder_in_use_by_a_live_process_is_refused_before_the_tasks_are_read(tmp_path, run):
     lock = tmp_path / LOCK_NAME
     lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
-    tasks = {"a": None, "b": None}
+    tasks = {"a": None, "b": None}  # not datasets: reading them would fail, so the lock must be checked first
     with pytest.raises(FolderInUseError, match=rf"{tmp_path} is in use by process {os.getppid()}.*lock file"):
-        run_continual(tiny_llama, tasks, continual_settings(), tmp_path, tokenizer=list)
+        run(tasks, tmp_path)
     assert json.loads(lock.read_text())["pid"] == os.getppid()  # the other process's lock stays
     assert sorted(path.name for path in tmp_path.iterdir()) == [LOCK_NAME]
 

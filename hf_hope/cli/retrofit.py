@@ -28,9 +28,13 @@ class RetrofitSettings:
         metadata={"help": "update periods of the new levels, slowest first (the pretrained FFN stays frozen)"},
     )
     width: int = field(default=128, metadata={"help": "hidden width of each new level (init zero)"})
+    rank: int = field(default=8, metadata={"help": "rank of each new level (init lowrank)"})
     init: Literal[INIT_MODES] = field(
         default="zero",
-        metadata={"help": "zero: new narrow levels whose output starts at zero; copy: levels copy the FFN"},
+        metadata={
+            "help": "zero: new narrow levels whose output starts at zero; copy: levels copy the FFN; lowrank: each "
+            "level a low-rank change of the FFN's projections, starting at zero"
+        },
     )
     layers: str | None = field(
         default=None,
@@ -39,8 +43,8 @@ class RetrofitSettings:
     cms_config: str | None = field(
         default=None,
         metadata={
-            "help": "JSON file of CMSConfig fields (levels, init, intermediate_size, layers); replaces the "
-            "four flags above"
+            "help": "JSON file of CMSConfig fields (levels, init, intermediate_size, rank, layers); replaces the "
+            "five flags above"
         },
     )
     adapter_only: bool = field(
@@ -50,6 +54,7 @@ class RetrofitSettings:
 
     def __post_init__(self) -> None:
         check_int("width", self.width)
+        check_int("rank", self.rank)
         self.cms()  # a bad level or config file stops the command before the model is loaded
 
     def cms(self) -> CMSConfig:
@@ -72,6 +77,7 @@ class RetrofitSettings:
             self.periods,
             init=self.init,
             intermediate_size=self.width,
+            rank=self.rank,
             layers=parse_layers(self.layers),
         )
 
@@ -96,12 +102,13 @@ def run_retrofit(settings: RetrofitSettings) -> Path:
     tokenizer = None
     if (Path(settings.model) / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(settings.model)
-    start = (
-        "The new levels start at zero, so the model computes exactly what the base model computes"
-        if config.init == "zero"
-        else "Every level starts as a copy of the pretrained FFN, mixed uniformly, so the model computes what the "
-        "base model computes"
-    )
+    start = {
+        "zero": "The new levels start at zero, so the model computes exactly what the base model computes",
+        "copy": "Every level starts as a copy of the pretrained FFN, mixed uniformly, so the model computes what "
+        "the base model computes",
+        "lowrank": "Each new level is a low-rank change of the pretrained FFN's projections that starts at zero, so "
+        "the model computes exactly what the base model computes",
+    }[config.init]
 
     def write(folder: Path) -> None:
         if settings.adapter_only:

@@ -32,7 +32,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from ..conversion.atomic_write import write_text_atomically
-from ..conversion.folder_lock import folder_lock
+from ..conversion.folder_lock import folder_lock, refuse_if_in_use
 from ..model_card import write_model_card
 from .blocks import Tokenizer
 from .classification import ClassificationSettings
@@ -93,6 +93,7 @@ def run_experiment(
     runs = named_runs(strategies)
     run_dir = Path(run_dir)
     task_list = task_pairs(tasks)
+    refuse_if_in_use(run_dir)
     checked = set()
     for name, settings in runs.items():  # before anything is written: a folder of other settings, a too small task
         identity = run_identity(settings, classification, retention_set(retention, tokenizer, settings))

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +30,36 @@ def write_json(path: Path, values: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(values, indent=2) + "\n")
 
 
-def start_or_resume(run_dir: Path, settings: dict[str, Any], task_names: list[str]) -> dict[str, Any]:
+def start_or_resume(
+    run_dir: Path, settings: dict[str, Any], task_names: list[str], defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The saved progress of `run_dir` (a fresh one if there is none); refuses a folder of another run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    progress = saved_progress(run_dir, settings, task_names)
+    progress = saved_progress(run_dir, settings, task_names, defaults)
     if progress is None:
         return {"format": FORMAT_VERSION, "settings": settings, "tasks": task_names, "rows": [], "timings": []}
     return progress
 
 
-def saved_progress(run_dir: Path, settings: dict[str, Any], task_names: list[str]) -> dict[str, Any] | None:
+def saved_progress(
+    run_dir: Path, settings: dict[str, Any], task_names: list[str], defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The progress saved in `run_dir` (None if none); a ValueError if it is a run of other settings or tasks.
 
-    Cheap (no model, no data), so an experiment checks every run's folder before it trains any.
+    A setting the saved run does not record counts as its value in `defaults`, so that a run saved before a
+    setting was added resumes under that setting's default (which keeps the behaviour of before). Cheap (no
+    model, no data), so an experiment checks every run's folder before it trains any.
     """
     path = run_dir / PROGRESS_NAME
     if not path.is_file():
         return None
     progress = json.loads(path.read_text())
+    saved = {**(defaults or {}), **progress["settings"]}
     differing = sorted(
-        key
-        for key in set(settings) | set(progress["settings"])
-        if settings.get(key, "<missing>") != progress["settings"].get(key, "<missing>")
+        key for key in set(settings) | set(saved) if settings.get(key, "<missing>") != saved.get(key, "<missing>")
     )
     if differing:
-        changes = ", ".join(f"{key}: {progress['settings'].get(key)!r} -> {settings.get(key)!r}" for key in differing)
+        changes = ", ".join(f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}" for key in differing)
         raise ValueError(
             f"{run_dir} holds a run with other settings ({changes}). Use a new run_dir, or the saved settings to "
             "resume it."

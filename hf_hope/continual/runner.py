@@ -33,6 +33,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from torch import nn
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..conversion.atomic_write import write_text_atomically
-from ..conversion.folder_lock import folder_lock
+from ..conversion.folder_lock import folder_lock, refuse_if_in_use
 from ..data.progress import library_bars_hidden
 from ..metrics import continual_learning_summary
 from .blocks import LanguageModellingStream, Tokenizer
@@ -102,8 +103,9 @@ def run_continual(
     task_list = task_pairs(tasks)
     general = retention_set(retention, tokenizer, settings)
     identity = run_identity(settings, classification, general)
-    # Before anything is written: a folder of another run is refused, and (unless the run is finished) every task is
-    # tokenized, so that a task too small for one batch or one validation block stops the run here.
+    # Before anything is written: a folder in use or holding another run is refused, and (unless the run is finished)
+    # every task is tokenized, so that a task too small for one batch or one validation block stops the run here.
+    refuse_if_in_use(run_dir)
     stream = (
         None
         if is_finished(run_dir, identity, task_list, settings)
@@ -131,7 +133,7 @@ def is_finished(
 ) -> bool:
     """Whether `run_dir` holds the finished run of `identity` (cheap: no model, no data); refuses another run's."""
     names = [name for name, _ in tasks]
-    progress = saved_progress(run_dir, identity, names)
+    progress = saved_progress(run_dir, identity, names, SETTING_DEFAULTS)
     units = get_strategy(settings.strategy).training_units(names, settings.steps_per_task)
     return progress is not None and (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units)
 
@@ -163,7 +165,7 @@ def _run_locked(
     """`run_continual` once it holds `run_dir`'s lock (`stream`: the tasks as built before, None if finished then)."""
     tidy_run_folder(run_dir)
     names = [name for name, _ in task_list]
-    progress = start_or_resume(run_dir, identity, names)
+    progress = start_or_resume(run_dir, identity, names, SETTING_DEFAULTS)
     strategy = get_strategy(settings.strategy)
     units = strategy.training_units(names, settings.steps_per_task)
     if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units):
@@ -232,6 +234,19 @@ def task_pairs(tasks: Tasks) -> list[tuple[str, DatasetDict]]:
     if len(names) < 2 or len(set(names)) != len(names):
         raise ValueError(f"Give at least two tasks with distinct names; got {names}.")
     return pairs
+
+
+def _setting_defaults() -> dict[str, Any]:
+    """Every `ContinualSettings` field's default, as JSON values (what a run saved before the field existed used)."""
+    defaults = {
+        field.name: field.default_factory() if field.default_factory is not MISSING else field.default
+        for field in fields(ContinualSettings)
+        if field.default is not MISSING or field.default_factory is not MISSING
+    }
+    return json.loads(json.dumps(defaults))
+
+
+SETTING_DEFAULTS = _setting_defaults()
 
 
 def run_identity(

@@ -72,11 +72,13 @@ class ContinualSettings:
         metadata={"help": "periods of the new CMS levels, slowest first (the pretrained FFN stays frozen)"},
     )
     cms_width: int = field(default=128, metadata={"help": "hidden width of each new CMS level (cms_init zero)"})
+    cms_rank: int = field(default=8, metadata={"help": "rank of each new CMS level (cms_init lowrank)"})
     cms_init: str = field(
         default="copy",
         metadata={
             "help": "copy: each new level starts as a copy of the pretrained FFN, mixed with it (forgets least in "
-            "the domain benchmark); zero: narrow new levels whose output starts at zero"
+            "the domain benchmark); zero: narrow new levels whose output starts at zero; lowrank: each new level "
+            "a rank-cms_rank change of every projection of the pretrained FFN, starting at zero"
         },
     )
     cms_consolidate: bool = field(
@@ -128,7 +130,7 @@ class ContinualSettings:
 
     def __post_init__(self) -> None:
         check_strategy(self.strategy)
-        names = ("steps_per_task", "batch_size", "lora_rank", "lora_alpha", "cms_width", "eval_batch_size")
+        names = ("steps_per_task", "batch_size", "lora_rank", "lora_alpha", "cms_width", "cms_rank", "eval_batch_size")
         for name in (*names, "replay_buffer_blocks", "ewc_fisher_batches"):
             check_int(name, getattr(self, name))
         check_int("block_size", self.block_size, 2, "a block needs at least 2 tokens")
@@ -155,10 +157,10 @@ class ContinualSettings:
             check_period(period, f"cms_periods[{index}]: ", frozen_allowed=False)
         if self.cms_init not in INIT_MODES:
             raise ValueError(f"cms_init={self.cms_init!r} is unknown: choose one of {', '.join(INIT_MODES)}.")
-        if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init != "zero"):
+        if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init == "copy"):
             raise ValueError(
                 "cms_consolidate needs at least two cms_periods (a fast level to fold into a slower one) and "
-                f"cms_init='zero'; got cms_periods={self.cms_periods} and cms_init={self.cms_init!r}."
+                f"cms_init='zero' or 'lowrank'; got cms_periods={self.cms_periods} and cms_init={self.cms_init!r}."
             )
         if self.cms_lr_scales is not None:
             if len(self.cms_lr_scales) != len(self.cms_periods):

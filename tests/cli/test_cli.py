@@ -326,6 +326,12 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
     assert "width=0 is invalid" in fail(
         ["retrofit", "--model", str(tiny_dir), "--output_dir", "x", "--width", "0"], capsys
     )
+    lowrank = tmp_path / "lowrank"
+    main(["retrofit", "--model", str(tiny_dir), "--output_dir", str(lowrank), "--init", "lowrank", "--rank", "2"])
+    model = AutoModelForCausalLM.from_pretrained(lowrank)
+    assert [level["rank"] for level in model.config.cms_adapter["levels"]] == [None, 2, 2]
+    torch.testing.assert_close(model(tokens).logits, base(tokens).logits, rtol=0, atol=0)
+    assert "low-rank change" in ModelCard.load(lowrank / "README.md").text
 
     (tmp_path / "cms.json").write_text(
         json.dumps({"levels": [{"period": None}, {"period": 8}], "intermediate_size": 8})

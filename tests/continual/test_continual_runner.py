@@ -191,6 +191,7 @@ RESUMED_SETTINGS = {
     "lora": settings("lora"),
     "cms": settings("cms"),
     "cms-consolidate": settings("cms", cms_init="zero", cms_consolidate=True),
+    "cms-lowrank-consolidate": settings("cms", cms_init="lowrank", cms_rank=2, cms_consolidate=True),
 }
 
 
@@ -230,6 +231,27 @@ def test_consolidation_folds_each_task_into_the_slow_level(domains, tmp_path):
         assert (slow["intermediate_size"], fast["intermediate_size"]) == (16 * (index + 2), 16)
     with pytest.raises(ValueError, match="cms_consolidate needs at least two cms_periods"):
         settings("cms", cms_init="zero", cms_consolidate=True, cms_periods=[1])
+
+
+def test_lowrank_consolidation_stacks_each_task_into_the_slow_level(domains, tmp_path):
+    run_settings = settings("cms", cms_init="lowrank", cms_rank=2, cms_consolidate=True)
+    run_continual(factory, domains, run_settings, tmp_path, tokenizer=char_ids)
+    for index in range(len(domains)):
+        adapter = json.loads((tmp_path / f"task_{index}" / "config.json").read_text())["cms_adapter"]
+        assert [level["rank"] for level in adapter["levels"]] == [None, 2 * (index + 2), 2]
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_under_that_settings_default(domains, tmp_path):
+    run_settings = settings("cms", cms_init="lowrank")
+    results = run_continual(factory, domains, run_settings, tmp_path, tokenizer=char_ids)
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    del progress["settings"]["cms_rank"]  # as a run saved before cms_rank was added
+    (tmp_path / "progress.json").write_text(json.dumps(progress))
+    counter = CountTrainings()
+    assert run_continual(factory, domains, run_settings, tmp_path, tokenizer=char_ids, callbacks=[counter]) == results
+    assert counter.started == 0
+    with pytest.raises(ValueError, match="other settings.*cms_rank: 8 -> 4"):
+        run_continual(factory, domains, replace(run_settings, cms_rank=4), tmp_path, tokenizer=char_ids)
 
 
 def test_texts_become_blocks_with_a_transformers_tokenizer():

@@ -13,6 +13,7 @@ from hf_hope.conversion import CMS_CONFIG_NAME, CMS_WEIGHTS_NAME, RetrofittedFFN
 from ..helpers import tiny_family_config, tiny_family_model, tiny_model
 
 FAMILIES = hf_hope.SUPPORTED_MODEL_TYPES
+INITS = ["zero", "copy", "lowrank"]
 INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
 
 
@@ -29,7 +30,7 @@ def perturb_trainable(model: torch.nn.Module, scale: float = 0.05, only: str = "
                 parameter.add_(scale * torch.randn_like(parameter))
 
 
-@pytest.mark.parametrize("init", ["zero", "copy"])
+@pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_retrofit_preserves_logits(model_type, init):
     model = tiny_family_model(model_type)
@@ -39,7 +40,7 @@ def test_retrofit_preserves_logits(model_type, init):
     assert (logits(model) - reference).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("init", ["zero", "copy"])
+@pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_unretrofit_folds_trained_levels_exactly(model_type, init):
     model = hf_hope.retrofit(tiny_family_model(model_type), hf_hope.CMSConfig(init=init))
@@ -52,7 +53,31 @@ def test_unretrofit_folds_trained_levels_exactly(model_type, init):
     assert not hasattr(model.config, "cms_adapter") and model.config.model_type == model_type
     assert (logits(model) - trained).abs().max() <= 1e-5
     width_field = "n_inner" if model_type == "gpt2" else "intermediate_size"
-    assert getattr(model.config, width_field) == (64 + 2 * 128 if init == "zero" else 3 * 64)
+    assert getattr(model.config, width_field) == {"zero": 64 + 2 * 128, "copy": 3 * 64, "lowrank": 64}[init]
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_lowrank_levels_fold_into_the_projections_exactly_in_float64(model_type):
+    model = hf_hope.retrofit(tiny_family_model(model_type).double(), hf_hope.CMSConfig(init="lowrank", rank=3))
+    perturb_trainable(model)
+    trained = logits(model)
+    hf_hope.unretrofit(model)
+    assert type(model) is type(tiny_family_model(model_type))
+    torch.testing.assert_close(logits(model), trained, rtol=1e-12, atol=1e-12)
+
+
+def test_lowrank_levels_are_rank_r_changes_of_every_projection_and_cost_what_they_say():
+    model = hf_hope.retrofit(tiny_family_model("llama"), hf_hope.CMSConfig(init="lowrank", rank=4))
+    level = model.model.layers[0].mlp.cms_levels[0].mlp
+    assert set(level.deltas) == {"gate_proj", "up_proj", "down_proj"}
+    assert level.deltas["gate_proj"].in_factor.weight.shape == (4, 32)
+    assert level.deltas["down_proj"].out_factor.weight.shape == (32, 4)
+    assert level.is_silent() and not level.deltas["gate_proj"].in_factor.weight.eq(0).all()
+    added = sum(parameter.numel() for name, parameter in model.named_parameters() if ".cms_levels." in name)
+    assert added == 2 * 2 * 3 * 4 * (32 + 64)  # layers x levels x projections x rank x (in + out)
+    gpt2 = hf_hope.retrofit(tiny_family_model("gpt2"), hf_hope.CMSConfig(init="lowrank", rank=2))
+    assert set(gpt2.transformer.h[0].mlp.cms_levels[1].mlp.deltas) == {"c_fc", "c_proj"}
+    assert not gpt2.transformer.h[0].mlp.c_fc._forward_hooks  # the hooks live for one forward only
 
 
 def test_unretrofit_of_untrained_zero_levels_gives_back_the_original():
@@ -94,7 +119,7 @@ def test_level_tags_and_freezing():
     assert torch.allclose(copied.model.layers[0].mlp.cms_mixing.weights(), torch.full((3,), 1 / 3))
 
 
-@pytest.mark.parametrize("init", ["zero", "copy"])
+@pytest.mark.parametrize("init", INITS)
 def test_gradients_reach_only_trainable_levels(init):
     levels = [{"period": None}, {"period": 4}, {"period": None}]
     model = hf_hope.retrofit(tiny_family_model("qwen2"), hf_hope.CMSConfig(init=init, levels=levels)).train()
@@ -106,7 +131,11 @@ def test_gradients_reach_only_trainable_levels(init):
         assert (parameter.grad is None) is frozen, name
     # with zero init the new level's output projection is zero, so only it gets a gradient on the first step
     new_level = model.model.layers[0].mlp.cms_levels[0].mlp
-    assert new_level.down_proj.weight.grad.abs().sum() > 0
+    if init == "lowrank":  # likewise B (zero) gets a gradient, A none until B has moved
+        assert new_level.deltas["up_proj"].out_factor.weight.grad.abs().sum() > 0
+        assert not new_level.deltas["up_proj"].in_factor.weight.grad.any()
+    else:
+        assert new_level.down_proj.weight.grad.abs().sum() > 0
 
 
 def test_layer_selection_by_list_and_pattern():
@@ -122,7 +151,7 @@ def test_layer_selection_by_list_and_pattern():
         hf_hope.retrofit(tiny_family_model("mistral"), hf_hope.CMSConfig(layers=[0, 5]))
 
 
-@pytest.mark.parametrize("init", ["zero", "copy"])
+@pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("model_type", ["llama", "phi3", "gpt2", "gemma3_text"])
 def test_save_pretrained_round_trip_through_auto_class(tmp_path, model_type, init):
     model = hf_hope.retrofit(tiny_family_model(model_type), hf_hope.CMSConfig(init=init))
@@ -162,7 +191,7 @@ def test_retrofitted_model_pickles():
 
 
 @pytest.mark.parametrize("slowest_period", [None, 100])
-@pytest.mark.parametrize("init", ["zero", "copy"])
+@pytest.mark.parametrize("init", INITS)
 def test_adapter_save_load_round_trip(tmp_path, init, slowest_period):
     config = hf_hope.CMSConfig(init=init, levels=[{"period": slowest_period}, {"period": 8}], layers=[0])
     model = hf_hope.retrofit(tiny_family_model("qwen3"), config)
@@ -236,8 +265,12 @@ def test_unsupported_models_and_ffns_are_named():
         ({"levels": [{"period": None}, {"speed": 2}]}, r"levels\[1\] has unknown keys \['speed'\]"),
         ({"levels": [{"period": None}, {"period": 1, "lr_scale": 0}]}, r"levels\[1\]\.lr_scale=0 is invalid"),
         ({"levels": [{"intermediate_size": 8}, {"period": 1}]}, "level 1 is the pretrained FFN"),
-        ({"init": "copy", "levels": [{}, {"intermediate_size": 8}]}, "with init='copy' every level copies"),
+        ({"init": "copy", "levels": [{}, {"intermediate_size": 8}]}, "sizes the new levels of init='zero' only"),
+        ({"levels": [{}, {"rank": 8}]}, r"levels\[1\]\.rank is not allowed: it sizes the new levels of init='lowrank'"),
+        ({"init": "lowrank", "levels": [{"rank": 2}, {}]}, "rank is not allowed: level 1 is the pretrained FFN"),
+        ({"init": "lowrank", "levels": [{}, {"rank": 0}]}, r"levels\[1\]\.rank=0 is invalid"),
         ({"intermediate_size": 0}, "intermediate_size=0 is invalid"),
+        ({"rank": True}, "rank=True is invalid"),
         ({"layers": [0, -1]}, r"layers=\[0, -1\] is invalid"),
         ({"layers": []}, r"layers=\[\] selects no layer.*layers=None for all layers"),
         ({"layers": 3}, r"layers=3 is invalid: give a list of layer indices \(e.g. layers=\[3\]\)"),
@@ -251,7 +284,7 @@ def test_bad_cms_config_values_are_named(values, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("init", ["zero", "copy"])
+@pytest.mark.parametrize("init", INITS)
 def test_smollm2_retrofit_keeps_logits_and_generation_and_trains(smollm2_dir, init):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     original = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
@@ -266,7 +299,8 @@ def test_smollm2_retrofit_keeps_logits_and_generation_and_trains(smollm2_dir, in
 
     model.train()
     frozen_before = model.model.layers[3].mlp.gate_proj.weight.clone()
-    fast_level = model.model.layers[3].mlp.cms_levels[-1].mlp.down_proj.weight
+    fast = model.model.layers[3].mlp.cms_levels[-1].mlp
+    fast_level = fast.deltas["down_proj"].out_factor.weight if init == "lowrank" else fast.down_proj.weight
     fast_before = fast_level.detach().clone()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     losses = []

@@ -1,5 +1,6 @@
 """A retrofitted model in the ecosystem: LoRA (peft) next to the CMS adapter, and `Trainer` checkpoints."""
 
+import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, Trainer
@@ -12,15 +13,16 @@ from ..helpers import RepeatedBatch, tiny_family_model, training_arguments
 INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
 
 
-def lora_then_retrofit() -> torch.nn.Module:
+def lora_then_retrofit(init: str = "zero") -> torch.nn.Module:
     """The recipe: wrap with LoRA first (PEFT freezes the base), then retrofit (the new levels train)."""
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     model = get_peft_model(tiny_family_model("llama"), lora)
-    return hf_hope.retrofit(model, hf_hope.CMSConfig(levels=[{"period": None}, {"period": 1}]))
+    return hf_hope.retrofit(model, hf_hope.CMSConfig(levels=[{"period": None}, {"period": 1}], init=init))
 
 
-def test_lora_and_cms_levels_train_together():
-    model = lora_then_retrofit()
+@pytest.mark.parametrize("init", ["zero", "lowrank"])
+def test_lora_and_cms_levels_train_together(init):
+    model = lora_then_retrofit(init)
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert trainable and all("lora_" in name or ".cms_levels." in name for name in trainable)
     assert any("lora_" in name for name in trainable) and any(".cms_levels." in name for name in trainable)
@@ -39,8 +41,9 @@ def test_lora_and_cms_levels_train_together():
         assert torch.equal(parameter, before[name]) == (name not in trainable), name
 
 
-def test_lora_and_cms_adapter_save_and_reload(tmp_path):
-    model = lora_then_retrofit()
+@pytest.mark.parametrize("init", ["zero", "lowrank"])
+def test_lora_and_cms_adapter_save_and_reload(tmp_path, init):
+    model = lora_then_retrofit(init)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
@@ -56,8 +59,10 @@ def test_lora_and_cms_adapter_save_and_reload(tmp_path):
     assert torch.equal(reloaded(input_ids=INPUT_IDS).logits, expected)
 
 
-def test_trainer_trains_a_retrofitted_model_and_its_checkpoint_reloads(tmp_path):
-    model = hf_hope.retrofit(tiny_family_model("gpt2"), hf_hope.CMSConfig(levels=[{"period": None}, {"period": 1}]))
+@pytest.mark.parametrize("init", ["zero", "lowrank"])
+def test_trainer_trains_a_retrofitted_model_and_its_checkpoint_reloads(tmp_path, init):
+    levels = [{"period": None}, {"period": 1}]
+    model = hf_hope.retrofit(tiny_family_model("gpt2"), hf_hope.CMSConfig(levels=levels, init=init))
     data = RepeatedBatch(torch.randint(0, 128, (4, 16)), repeats=20)
     args = training_arguments(tmp_path, max_steps=10)
     args.save_strategy, args.save_steps = "steps", 10

@@ -11,9 +11,10 @@ from ..helpers import tiny_family_model
 LEVELS = [{"period": None}, {"period": 4}, {"period": 1}]
 
 
-def trained_levels(model_type: str = "llama") -> torch.nn.Module:
+def trained_levels(model_type: str = "llama", init: str = "zero") -> torch.nn.Module:
     """A retrofitted tiny model whose new levels have random, non-zero weights (as after training)."""
-    model = retrofit(tiny_family_model(model_type).double(), CMSConfig(levels=LEVELS, intermediate_size=8))
+    sizes = {"intermediate_size": 8} if init == "zero" else {"rank": 2}
+    model = retrofit(tiny_family_model(model_type).double(), CMSConfig(levels=LEVELS, init=init, **sizes))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -36,6 +37,27 @@ def test_consolidation_keeps_the_function_and_silences_the_source(model_type):
             assert not parameter.any(), name
     assert model.config.cms_adapter["levels"][1]["intermediate_size"] == 16
     assert model.config.cms_adapter["levels"][2]["intermediate_size"] == 8
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "phi3"])
+def test_lowrank_consolidation_stacks_the_ranks_and_keeps_the_function(model_type, tmp_path):
+    model = trained_levels(model_type, init="lowrank")
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
+    before = model(input_ids=input_ids).logits
+
+    consolidate_levels(model, source=3, target=2)
+
+    torch.testing.assert_close(model(input_ids=input_ids).logits, before, rtol=1e-10, atol=1e-10)
+    ffn = next(
+        module for name, module in model.named_modules() if name.endswith("layers.0.mlp") or name.endswith("h.0.mlp")
+    )
+    slow, fast = (level.mlp for level in ffn.cms_levels)
+    assert slow.rank == 4 and fast.rank == 2 and fast.is_silent() and not slow.is_silent()
+    assert all(parameter.requires_grad for parameter in slow.parameters())
+    assert [level["rank"] for level in model.config.cms_adapter["levels"]] == [None, 4, 2]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float64)
+    torch.testing.assert_close(reloaded(input_ids=input_ids).logits, before, rtol=1e-10, atol=1e-10)
 
 
 def test_the_consolidated_level_keeps_its_tag_and_trainability():
@@ -69,7 +91,7 @@ def test_bad_levels_are_refused(source, target, message):
 
 def test_copy_init_and_plain_models_are_refused():
     copied = retrofit(tiny_family_model("llama"), CMSConfig(levels=LEVELS, init="copy"))
-    with pytest.raises(ValueError, match="init='zero'"):
+    with pytest.raises(ValueError, match="init='zero' or 'lowrank'"):
         consolidate_levels(copied, source=3, target=2)
     with pytest.raises(ValueError, match="not retrofitted"):
         consolidate_levels(tiny_family_model("llama"), source=3, target=2)

@@ -13,7 +13,8 @@ from ..helpers import run_without_hf_hope, tiny_family_model, tiny_model
 INPUT_IDS = [[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
 MODELING = Path(hf_hope.modeling.__file__).parent
 ADAPTER_ONLY_FILES = {
-    f"{name}.py" for name in ("modeling_cms_adapter", "cms_adapter_config", "cms_adapter_families", "cms_adapter_ffn")
+    f"{name}.py"
+    for name in ("modeling_cms_adapter", "cms_adapter_config", "cms_adapter_families", "cms_adapter_ffn", "cms_lowrank")
 }
 ADAPTER_FILES = ADAPTER_ONLY_FILES | {
     "checkpoint_errors.py",
@@ -41,7 +42,7 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
 def test_every_family_loads_with_trust_remote_code_where_hf_hope_cannot_be_imported(tmp_path):
     expected = {}
     for index, model_type in enumerate(hf_hope.SUPPORTED_MODEL_TYPES):
-        model = trained_retrofit(model_type, init=("zero", "copy")[index % 2])
+        model = trained_retrofit(model_type, init=("zero", "copy", "lowrank")[index % 3])
         model.save_pretrained(tmp_path / model_type)
         expected[model_type] = (model.config.cms_adapter, logits(model))
     torch.save(expected, tmp_path / "expected.pt")

@@ -37,7 +37,11 @@ class CMSStrategy(Strategy):
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         config = CMSConfig.from_periods(
-            settings.cms_periods, settings.cms_lr_scales, init=settings.cms_init, intermediate_size=settings.cms_width
+            settings.cms_periods,
+            settings.cms_lr_scales,
+            init=settings.cms_init,
+            intermediate_size=settings.cms_width,
+            rank=settings.cms_rank,
         )
         return freeze_all_but_cms_levels(retrofit(model, config))
 

@@ -28,7 +28,11 @@ class FFNStrategy(CMSStrategy):
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         every_step = [1] * len(settings.cms_periods)
         config = CMSConfig.from_periods(
-            every_step, settings.cms_lr_scales, init=settings.cms_init, intermediate_size=settings.cms_width
+            every_step,
+            settings.cms_lr_scales,
+            init=settings.cms_init,
+            intermediate_size=settings.cms_width,
+            rank=settings.cms_rank,
         )
         return freeze_all_but_cms_levels(retrofit(model, config))
 

@@ -5,8 +5,9 @@ Each group below is one configuration (a strategy and its learning rate); each r
 blocks of 128 tokens per domain, 24 validation blocks per domain), scored on the retention set (the Python
 documentation's prose, never trained on) when the documentation is installed. `run_experiment` compares the runs
 (mean and sample std over seeds per group, the chosen learning rate per strategy, the Pareto plot) and writes it all
-into `--output_dir`. Finished runs are read back, so the benchmark can be stopped and resumed in pieces, or extended
-with more groups or seeds; only the last task model of each run is kept.
+into `--output_dir` (default `benchmarks/results/continual_domains`, whose figures are kept in git). Finished runs
+are read back, so the benchmark can be stopped and resumed in pieces, in this checkout or a fresh one, or extended
+with more groups or seeds; only the last task model of each run is kept, and git ignores it.
 
 It then prints the targets, met or missed, on the chosen group of each strategy (means over seeds; a difference
 counts only when it is larger than the seed standard deviation of both sides):
@@ -21,6 +22,7 @@ cms-lr3e-4` to choose groups, `--seeds 0 1 2` for more seeds, `--list` to list t
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +53,7 @@ GROUPS = {  # in the order they run: the comparisons the targets need first
     "cms-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4),
     "joint-lr1e-4": ContinualSettings(strategy="joint", learning_rate=1e-4),
     "cms-lowrank-lr1e-3": ContinualSettings(strategy="cms", learning_rate=1e-3, cms_init="lowrank"),
-    "cms-lowrank-lr3e-3": ContinualSettings(strategy="cms", learning_rate=3e-3, cms_init="lowrank"),
+    "cms-lowrank-lr3e-4": ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="lowrank"),
 }
 FORGETTING_SHARE, PLASTICITY_RATIO, RETENTION_FLOOR = 0.5, 1.05, 0.95
 
@@ -122,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(GROUPS), choices=list(GROUPS), metavar="GROUP")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--output_dir", default="runs/bench_continual_domains")
+    parser.add_argument("--output_dir", default=str(Path(__file__).parent / "results" / "continual_domains"))
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
     args = parser.parse_args()
     if listed(args, seeded_runs(args.runs, args.seeds)):

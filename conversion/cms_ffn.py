@@ -9,7 +9,7 @@ from transformers import PretrainedConfig
 
 from ..modeling.cms_adapter_families import FAMILIES, Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN
-from ..modeling.cms_lowrank import fold_deltas
+from ..modeling.cms_adapter_lowrank import fold_deltas
 
 
 def family_of(model: nn.Module) -> Family:

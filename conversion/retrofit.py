@@ -6,7 +6,7 @@ from torch import nn
 
 from ..modeling.cms_adapter_families import FAMILIES, Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN, attach_levels, ffn_sites
-from ..modeling.cms_lowrank import stack_levels
+from ..modeling.cms_adapter_lowrank import stack_levels
 from ..modeling.modeling_cms_adapter import CMS_MODEL_TYPE_SUFFIX, cms_classes
 from .base_parameters import freeze_outside_adapter, record_fingerprints, release_base
 from .cms_config import CMSConfig

@@ -29,8 +29,8 @@ class CMSAdapterConfig:
         init: `"zero"` keeps the pretrained FFN as the first level and adds narrow new levels whose output
             projection starts at zero; `"copy"` makes every level a copy of the pretrained FFN and mixes them by
             a learnable softmax-weighted sum that starts uniform; `"lowrank"` makes each new level a low-rank
-            change `B A` of every projection of the pretrained FFN, with `B` zero (`modeling.cms_lowrank`). Either
-            way the model's logits are unchanged.
+            change `B A` of every projection of the pretrained FFN, with `B` zero (`modeling.cms_adapter_lowrank`).
+            Either way the model's logits are unchanged.
         intermediate_size: hidden width of the new levels with `init="zero"`, unless a level sets its own.
         rank: rank of the new levels with `init="lowrank"`, unless a level sets its own.
         layers: the decoder layers to retrofit: `None` for all, a non-empty list of layer indices, or a regular

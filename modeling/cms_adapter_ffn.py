@@ -18,7 +18,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from .cms import CMSLevel
 from .cms_adapter_config import CMSAdapterConfig
 from .cms_adapter_families import FAMILIES, Family
-from .cms_lowrank import FFNDeltas, deltas_applied, projection_shapes
+from .cms_adapter_lowrank import FFNDeltas, deltas_applied, projection_shapes
 from .levels import UNTAGGED, LevelTag, checked_tag
 
 

@@ -14,7 +14,13 @@ INPUT_IDS = [[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
 MODELING = Path(hf_hope.modeling.__file__).parent
 ADAPTER_ONLY_FILES = {
     f"{name}.py"
-    for name in ("modeling_cms_adapter", "cms_adapter_config", "cms_adapter_families", "cms_adapter_ffn", "cms_lowrank")
+    for name in (
+        "modeling_cms_adapter",
+        "cms_adapter_config",
+        "cms_adapter_families",
+        "cms_adapter_ffn",
+        "cms_adapter_lowrank",
+    )
 }
 ADAPTER_FILES = ADAPTER_ONLY_FILES | {
     "checkpoint_errors.py",

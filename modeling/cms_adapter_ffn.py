@@ -56,8 +56,9 @@ class RetrofittedFFN(nn.Module):
     cms_mixing: LevelMixing | None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.lowrank_levels():
-            with deltas_applied(self, self.lowrank_levels()):
+        lowrank = self.lowrank_levels()
+        if lowrank:
+            with deltas_applied(self, lowrank):
                 return super().forward(hidden_states)
         pretrained = super().forward(hidden_states)
         outputs = [level(hidden_states) for level in self.cms_levels]

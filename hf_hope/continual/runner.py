@@ -33,7 +33,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -236,19 +235,6 @@ def task_pairs(tasks: Tasks) -> list[tuple[str, DatasetDict]]:
     return pairs
 
 
-def _setting_defaults() -> dict[str, Any]:
-    """Every `ContinualSettings` field's default, as JSON values (what a run saved before the field existed used)."""
-    defaults = {
-        field.name: field.default_factory() if field.default_factory is not MISSING else field.default
-        for field in fields(ContinualSettings)
-        if field.default is not MISSING or field.default_factory is not MISSING
-    }
-    return json.loads(json.dumps(defaults))
-
-
-SETTING_DEFAULTS = _setting_defaults()
-
-
 def run_identity(
     settings: ContinualSettings,
     classification: ClassificationSettings | None,
@@ -261,6 +247,10 @@ def run_identity(
     if retention is not None:
         identity["retention"] = retention.identity()
     return identity
+
+
+# What a run saved before a setting existed used for it: that setting's default.
+SETTING_DEFAULTS = run_identity(ContinualSettings(), None)
 
 
 def retention_set(

@@ -37,13 +37,17 @@ class CMSStrategy(Strategy):
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         config = CMSConfig.from_periods(
-            settings.cms_periods,
+            self.level_periods(settings),
             settings.cms_lr_scales,
             init=settings.cms_init,
             intermediate_size=settings.cms_width,
             rank=settings.cms_rank,
         )
         return freeze_all_but_cms_levels(retrofit(model, config))
+
+    def level_periods(self, settings: ContinualSettings) -> list[int]:
+        """The update periods of the new levels, slowest first."""
+        return list(settings.cms_periods)
 
     def load(self, model_factory: ModelFactory, folder: str | Path, settings: ContinualSettings) -> nn.Module:
         # A retrofitted model loads with AutoModelForCausalLM once hf_hope is imported.

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from torch import nn
 from transformers import TrainerCallback
 
-from ...conversion import CMSConfig, retrofit
-from .cms import CMSStrategy, freeze_all_but_cms_levels
+from .cms import CMSStrategy
 
 if TYPE_CHECKING:
     from ..settings import ContinualSettings
@@ -25,16 +23,8 @@ class FFNStrategy(CMSStrategy):
     name = "ffn"
     title = "CMS levels, all period 1 (no clock)"
 
-    def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
-        every_step = [1] * len(settings.cms_periods)
-        config = CMSConfig.from_periods(
-            every_step,
-            settings.cms_lr_scales,
-            init=settings.cms_init,
-            intermediate_size=settings.cms_width,
-            rank=settings.cms_rank,
-        )
-        return freeze_all_but_cms_levels(retrofit(model, config))
+    def level_periods(self, settings: ContinualSettings) -> list[int]:
+        return [1] * len(settings.cms_periods)
 
     def callbacks(self, settings: ContinualSettings) -> list[TrainerCallback]:
         return []

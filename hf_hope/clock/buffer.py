@@ -4,6 +4,7 @@ Each step adds the level's gradients into the buffer and clears them (`.grad = N
 level); on a due step it writes `scale * buffer` back as the gradients and clears the buffer. The torch path is
 the reference; on CUDA with Triton installed one kernel launch does the whole pass (`clock_kernels`). Under
 `"auto"`, a kernel that fails to compile or launch is reported once and the process goes on with the torch path.
+Under FSDP2 the buffer holds this rank's shards only (`sharding`).
 """
 
 import warnings
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from . import kernel as clock_kernels
+from .sharding import like_parameter, local_part, this_ranks_part, whole
 
 IMPLEMENTATIONS = ("auto", "torch", "triton")
 _kernel_failure: str | None = None  # why the kernel failed in this process under "auto"; it is then not tried again
@@ -25,21 +27,38 @@ class LevelBuffer:
         dtype = torch.float32
         for parameter in parameters:
             dtype = torch.promote_types(dtype, parameter.dtype)
-        device = parameters[0].device
-        self.buffer = torch.zeros(sum(p.numel() for p in parameters), dtype=dtype, device=device)
+        locals_ = [local_part(parameter) for parameter in parameters]
+        device = locals_[0].device
+        self.buffer = torch.zeros(sum(local.numel() for local in locals_), dtype=dtype, device=device)
         self.seen = torch.zeros(len(parameters), dtype=torch.bool)
         self.views, offset = [], 0
-        for parameter in parameters:
-            self.views.append(self.buffer[offset : offset + parameter.numel()].view_as(parameter))
-            offset += parameter.numel()
+        for local in locals_:
+            self.views.append(self.buffer[offset : offset + local.numel()].view_as(local))
+            offset += local.numel()
         self.table = None
         self.falls_back = implementation == "auto"
         if _uses_kernel(parameters, self.buffer, implementation):
-            self.table = clock_kernels.BlockTable.for_sizes([p.numel() for p in parameters], device)
+            self.table = clock_kernels.BlockTable.for_sizes([local.numel() for local in locals_], device)
 
     @property
     def uses_kernel(self) -> bool:
         return self.table is not None
+
+    def whole_buffer(self) -> torch.Tensor:
+        """The buffer over whole parameters, in parameter order (a collective under FSDP2); a copy."""
+        pairs = zip(self.parameters, self.views, strict=True)
+        return torch.cat([whole(view, parameter).reshape(-1) for parameter, view in pairs])
+
+    def load_whole_buffer(self, saved: torch.Tensor) -> None:
+        """Restore from a `whole_buffer()`, saved by any number of ranks; each rank keeps its own shards."""
+        expected = sum(parameter.numel() for parameter in self.parameters)
+        if saved.numel() != expected:
+            raise ValueError(f"A saved level buffer holds {saved.numel()} values, this level {expected}.")
+        offset = 0
+        for parameter, view in zip(self.parameters, self.views, strict=True):
+            full = saved[offset : offset + parameter.numel()].view(parameter.shape)
+            view.copy_(this_ranks_part(full, parameter))
+            offset += parameter.numel()
 
     def add(self, due: bool, scale: float) -> None:
         """Add this step's gradients; if `due`, hand back `scale * buffer` as the gradients and clear the buffer."""
@@ -57,9 +76,10 @@ class LevelBuffer:
     def _add_with_torch(self, due: bool, scale: float) -> None:
         for parameter, view in zip(self.parameters, self.views, strict=True):
             if parameter.grad is not None:
-                view.add_(parameter.grad)
+                view.add_(local_part(parameter.grad))
         for position, (parameter, view) in enumerate(zip(self.parameters, self.views, strict=True)):
-            parameter.grad = (view * scale).to(parameter.dtype) if due and self.seen[position] else None
+            due_here = due and self.seen[position]
+            parameter.grad = like_parameter((view * scale).to(parameter.dtype), parameter) if due_here else None
         if due:
             self.buffer.zero_()
 
@@ -87,16 +107,15 @@ class LevelBuffer:
             self._add_with_torch(due, scale)
 
     def _add_with_kernel(self, incoming: list[bool], due: bool, scale: float) -> None:
-        for position, parameter in enumerate(self.parameters):
-            if parameter.grad is not None and not parameter.grad.is_contiguous():
-                parameter.grad = parameter.grad.contiguous()
-            if due and self.seen[position] and parameter.grad is None:
-                parameter.grad = torch.empty_like(parameter)  # receives the update; every element is written
-        grads = [parameter.grad for parameter in self.parameters]
+        grads: list[torch.Tensor | None] = []
+        for position, (parameter, view) in enumerate(zip(self.parameters, self.views, strict=True)):
+            grad = None if parameter.grad is None else local_part(parameter.grad).contiguous()
+            if due and self.seen[position] and grad is None:
+                grad = torch.empty_like(view, dtype=parameter.dtype)  # receives the update; every element is written
+            grads.append(grad)
         clock_kernels.accumulate(grads, incoming, self.buffer, self.table, due, scale)
-        for position, parameter in enumerate(self.parameters):
-            if not (due and self.seen[position]):
-                parameter.grad = None
+        for position, (parameter, grad) in enumerate(zip(self.parameters, grads, strict=True)):
+            parameter.grad = like_parameter(grad, parameter) if due and self.seen[position] else None
 
 
 def _uses_kernel(parameters: list[nn.Parameter], buffer: torch.Tensor, implementation: str) -> bool:

@@ -56,8 +56,7 @@ class LevelClockCallback(TrainerCallback):
             self._grad_norms = report.grad_norms
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
+        # Every rank takes part (FSDP2 gathers the buffers' shards); the main process writes.
         save_clock_state(self.clock, Path(args.output_dir) / f"checkpoint-{state.global_step}" / CLOCK_STATE_NAME)
 
     def on_log(
@@ -97,14 +96,14 @@ def _refuse_unsupported_setups(args: TrainingArguments) -> None:
     """The clock needs each parameter's own, final gradient: refuse set-ups that hide or leave it scaled."""
     if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         raise ValueError(
-            "LevelClockCallback cannot run under DeepSpeed: ZeRO keeps gradients in flat partitions, so the clock "
-            "cannot hold back one level's gradients. Use DDP (the clock does not handle FSDP2's sharded gradients yet)."
+            "LevelClockCallback cannot run under DeepSpeed: ZeRO reduces gradients into flat partitions that its "
+            "engine steps itself, so the clock cannot hold back one level's gradients for its period. Use DDP, or "
+            'FSDP2 (fsdp=True, fsdp_config={"version": 2}), which keep one gradient per parameter.'
         )
     if args.fsdp and int(args.fsdp_config.get("version", 2)) == 1:
         raise ValueError(
             "LevelClockCallback cannot run under FSDP1: its flat parameters merge many parameters into one, so the "
-            "clock cannot update levels separately. Use DDP (the clock does not handle FSDP2's sharded gradients "
-            "yet)."
+            'clock cannot update levels separately. Use FSDP2 (fsdp_config={"version": 2}) or DDP.'
         )
     if args.fp16 and args.max_grad_norm <= 0:
         raise ValueError(

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..modeling.levels import UNTAGGED, LevelTag, check_level_spec, parameter_levels, period_name
 from .buffer import LevelBuffer
+from .sharding import total_norm
 
 REDUCTIONS = ("mean", "sum")
 
@@ -119,11 +119,31 @@ class LevelClock:
         self.levels = sorted(by_tag.values(), key=lambda level: level.tag.level)  # stable: model order within
         self.step = 0
         self.skipped_steps = 0
-        self._buffers = {
-            index: LevelBuffer(level.parameters, implementation)
+        self._model, self._implementation = model, implementation
+        self._buffers = self._new_buffers()
+
+    def _new_buffers(self) -> dict[int, LevelBuffer]:
+        return {
+            index: LevelBuffer(level.parameters, self._implementation)
             for index, level in enumerate(self.levels)
             if level.accumulates
         }
+
+    def _follow_replaced_parameters(self) -> None:
+        """Drive the model's current parameters if they were replaced since the clock was built.
+
+        `fully_shard` (and accelerate's FSDP2 `prepare`, which shards a model and switches its optimizer to the
+        sharded parameters) replaces every parameter object; the clock then takes the new ones, keeping what its
+        buffers hold.
+        """
+        current = self._model.get_parameter
+        if all(current(level.names[0]) is level.parameters[0] for level in self.levels):
+            return
+        state = self.state_dict()
+        for level in self.levels:
+            level.parameters = [current(name) for name in level.names]
+        self._buffers = self._new_buffers()
+        self.load_state_dict(state)
 
     def is_due(self, level: ClockLevel, step: int) -> bool:
         """Whether `level` updates at optimizer step `step` (counted from 1)."""
@@ -150,10 +170,11 @@ class LevelClock:
 
     def tick(self) -> StepReport | None:
         """Apply the clock to the current gradients; returns `None` (and clears them) if any is not finite."""
+        self._follow_replaced_parameters()
         grad_norms = {}
         for index, level in enumerate(self.levels):
             grads = [parameter.grad for parameter in level.parameters if parameter.grad is not None]
-            grad_norms[index] = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+            grad_norms[index] = total_norm(grads) if grads else 0.0
         if not all(math.isfinite(norm) for norm in grad_norms.values()):
             for level in self.levels:
                 for parameter in level.parameters:
@@ -189,12 +210,15 @@ class LevelClock:
         return groups
 
     def state_dict(self) -> dict[str, Any]:
-        """Counter, skipped steps and the accumulation buffers, with the level layout they belong to."""
+        """Counter, skipped steps and the accumulation buffers, with the level layout they belong to.
+
+        Buffers cover whole parameters, also under FSDP2 (then this is a collective: call it on every rank).
+        """
         return {
             "step": self.step,
             "skipped_steps": self.skipped_steps,
             "layout": [[list(level.tag), level.names] for level in self.levels],
-            "buffers": {index: buffer.buffer.clone() for index, buffer in self._buffers.items()},
+            "buffers": {index: buffer.whole_buffer() for index, buffer in self._buffers.items()},
             "seen": {index: buffer.seen.clone() for index, buffer in self._buffers.items()},
         }
 
@@ -209,5 +233,5 @@ class LevelClock:
             )
         self.step, self.skipped_steps = int(state["step"]), int(state["skipped_steps"])
         for index, buffer in self._buffers.items():
-            buffer.buffer.copy_(state["buffers"][index])
+            buffer.load_whole_buffer(state["buffers"][index])
             buffer.seen.copy_(state["seen"][index])

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -21,8 +22,14 @@ _SCALARS = ("step", "skipped_steps", "layout")
 
 
 def save_clock_state(clock: LevelClock, path: str | os.PathLike) -> None:
-    """Write `clock`'s state to `path` (a safetensors file; the old file stays whole until the new one is)."""
+    """Write `clock`'s state to `path` (a safetensors file; the old file stays whole until the new one is).
+
+    In a process group every rank must call it (under FSDP2 the buffers are gathered from the ranks' shards);
+    rank 0 writes the file, which holds whole tensors and so resumes on any number of ranks.
+    """
     state = clock.state_dict()
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
     tensors = {f"buffer.{index}": buffer for index, buffer in state["buffers"].items()}
     tensors.update({f"seen.{index}": seen.to(torch.uint8) for index, seen in state["seen"].items()})
     metadata = {key: json.dumps(state[key]) for key in _SCALARS}

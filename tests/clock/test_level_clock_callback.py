@@ -111,8 +111,8 @@ def test_mixed_learning_rate_scales_need_level_param_groups(tmp_path):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"deepspeed": "ds_config.json"}, "cannot run under DeepSpeed.*Use DDP"),
-        ({"fsdp": True, "fsdp_config": {"version": 1}}, "cannot run under FSDP1.*flat parameters"),
+        ({"deepspeed": "ds_config.json"}, "cannot run under DeepSpeed.*Use DDP, or FSDP2"),
+        ({"fsdp": True, "fsdp_config": {"version": 1}}, "cannot run under FSDP1.*flat parameters.*Use FSDP2"),
         ({"fp16": True, "max_grad_norm": 0.0}, "with fp16 needs max_grad_norm > 0"),
     ],
 )
@@ -121,6 +121,11 @@ def test_set_ups_that_hide_or_scale_gradients_are_refused(settings, message):
     args = types.SimpleNamespace(**{**defaults, **settings})
     with pytest.raises(ValueError, match=message):
         _refuse_unsupported_setups(args)
+
+
+def test_fsdp2_is_not_refused():
+    args = types.SimpleNamespace(deepspeed=None, fsdp=True, fsdp_config={"version": 2}, fp16=False, max_grad_norm=1.0)
+    _refuse_unsupported_setups(args)
 
 
 def test_lowrank_cms_levels_of_a_retrofitted_model_update_exactly_at_their_periods(tmp_path):

@@ -4,9 +4,6 @@ The ranks must end bitwise identical, match one process trained on the same glob
 period-4 level only at steps 4 and 8.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +12,10 @@ import torch
 import torch.distributed as dist
 
 from .ddp_worker import GLOBAL_BATCH, MAX_STEPS, initial_weights, run_training
+from .torchrun import run_torchrun
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
 SLOW_PERIOD = 4  # tiny_config's second CMS level
-TIMEOUT_S = 300
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -29,35 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 def launch_ranks(output_dir: Path) -> list[dict[str, Any]]:
     """Run `tests.clock.ddp_worker` on `WORLD_SIZE` CPU processes and load what each rank saved."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={WORLD_SIZE}",
-        "-m",
-        "tests.clock.ddp_worker",
-        str(output_dir),
-    ]
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": python_path}
-    log_path = output_dir / "torchrun.log"
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log) as torchrun,
-    ):
-        try:
-            torchrun.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            # SIGTERM lets torchrun stop its workers, which run in sessions of their own; SIGKILL would orphan them.
-            torchrun.terminate()
-            try:
-                torchrun.wait(timeout=60)  # torchrun gives its workers 30 s before it kills them
-            except subprocess.TimeoutExpired:
-                torchrun.kill()
-            pytest.fail(f"torchrun did not finish within {TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
-    if torchrun.returncode != 0:
-        pytest.fail(f"torchrun failed with exit status {torchrun.returncode}:\n{log_path.read_text()[-4000:]}")
+    run_torchrun("tests.clock.ddp_worker", output_dir, WORLD_SIZE)
     return [torch.load(output_dir / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
 

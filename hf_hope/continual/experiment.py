@@ -47,7 +47,7 @@ from .comparison import (
 from .pareto import PARETO_NAME, write_pareto_plot
 from .plots import CURVES_NAME, PLOTS_DIR, matrix_plot_name, run_title, write_plots
 from .progress import evaluation_line
-from .run_folder import RESULTS_NAME, task_dir, write_json
+from .run_folder import RESULTS_NAME, refuse_several_processes, task_dir, write_json
 from .runner import Tasks, check_tasks, is_finished, retention_set, run_continual, run_identity, task_pairs
 from .settings import ContinualSettings
 from .strategies import ModelFactory, get_strategy
@@ -93,6 +93,7 @@ def run_experiment(
     runs = named_runs(strategies)
     run_dir = Path(run_dir)
     task_list = task_pairs(tasks)
+    refuse_several_processes()
     refuse_if_in_use(run_dir)
     checked = set()
     for name, settings in runs.items():  # before anything is written: a folder of other settings, a too small task

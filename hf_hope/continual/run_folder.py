@@ -9,6 +9,7 @@ run_dir/matrix.csv      R as a table: one row per trained task, one column per e
 import csv
 import io
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,18 @@ FORMAT_VERSION = 1
 PROGRESS_NAME = "progress.json"
 RESULTS_NAME = "results.json"
 MATRIX_NAME = "matrix.csv"
+
+
+def refuse_several_processes() -> None:
+    """A continual run is one process: launched as several (torchrun, accelerate launch) each would train and
+    write the same run folder, so it is refused before anything is read or written."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        raise ValueError(
+            f"A continual run is one process, and this one was launched as one of {world_size} (WORLD_SIZE, set by "
+            "torchrun or accelerate launch). Run `hf-hope continual` (or run_continual) in one process; to train a "
+            "retrofitted model on several GPUs, use Trainer with LevelClockCallback (README: several GPUs)."
+        )
 
 
 def task_dir(run_dir: Path, index: int) -> Path:

@@ -55,6 +55,7 @@ from .run_folder import (
     PROGRESS_NAME,
     RESULTS_NAME,
     matrix_csv,
+    refuse_several_processes,
     save_task,
     saved_progress,
     start_or_resume,
@@ -104,6 +105,7 @@ def run_continual(
     identity = run_identity(settings, classification, general)
     # Before anything is written: a folder in use or holding another run is refused, and (unless the run is finished)
     # every task is tokenized, so that a task too small for one batch or one validation block stops the run here.
+    refuse_several_processes()
     refuse_if_in_use(run_dir)
     stream = (
         None

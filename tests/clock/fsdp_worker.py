@@ -1,9 +1,10 @@
 """One rank of the FSDP2 level-clock test: `torchrun --nproc_per_node=2 -m tests.clock.fsdp_worker OUT_DIR`.
 
 Each rank shards a model with `fully_shard` (every decoder layer, then the root) on the gloo backend and trains it
-with `ClockedOptimizer` over plain SGD, on its half of every global batch. Four runs share one process group:
+with `ClockedOptimizer` over plain SGD, on its half of every global batch. Five runs share one process group:
 a retrofitted tiny Llama trained `MAX_STEPS` steps; the same model sharded only after its clock and optimizer were
-built (as accelerate's FSDP2 `prepare` does); the same model stopped at `INTERRUPTED_AT` (mid-period of the
+built (as accelerate's FSDP2 `prepare` does); AdamW driven by `LevelClock.tick()`, interrupted, checkpointed with
+torch's distributed state-dict API and resumed; the same model stopped at `INTERRUPTED_AT` (mid-period of the
 slow level), saved (whole weights and the clock's state file) and resumed into a newly built, newly sharded model;
 and a tiny HOPE model. Rank 0 saves `OUT_DIR/result.pt`. `tests/clock/test_level_clock_fsdp.py` runs the same
 functions in one process without sharding, so both set-ups share one definition of the models, data and steps.
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict, set_optimizer_state_dict
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
@@ -64,19 +66,24 @@ def global_batches(vocab_size: int) -> torch.Tensor:
     return torch.randint(3, vocab_size, (MAX_STEPS, GLOBAL_BATCH, SEQUENCE_LENGTH), generator=generator)
 
 
-def train(model: nn.Module, optimizer: ClockedOptimizer, steps: range) -> list[dict[int | None, bool]]:
+def train(
+    model: nn.Module, optimizer: torch.optim.Optimizer, steps: range, clock: LevelClock | None = None
+) -> list[dict[int | None, bool]]:
     """Optimizer steps `steps` (counted from 1) on this rank's part of each global batch; per step, which levels
-    (by period) changed. Every sequence has the same length, so the mean of the ranks' mean losses (what FSDP2's
-    reduce-scatter averages) is the global batch's mean loss."""
+    (by period) changed. `optimizer` is a `ClockedOptimizer`, or a plain one stepped when `clock.tick()` says so
+    (the loop for accelerate's FSDP2 checkpoints). Every sequence has the same length, so the mean of the ranks'
+    mean losses (what FSDP2's reduce-scatter averages) is the global batch's mean loss."""
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     batches = global_batches(model.config.vocab_size)
-    period_of = {name: level.period for level in optimizer.clock.levels for name in level.names}
+    clock = clock if clock is not None else optimizer.clock
+    period_of = {name: level.period for level in clock.levels for name in level.names}
     changed = []
     for step in steps:
         local = batches[step - 1].chunk(world_size)[rank]
         before = whole_weights(model)
         model(input_ids=local, labels=local).loss.backward()
-        optimizer.step()
+        if isinstance(optimizer, ClockedOptimizer) or clock.tick() is not None:
+            optimizer.step()
         optimizer.zero_grad()
         after = whole_weights(model)
         moved = dict.fromkeys(set(period_of.values()), False)
@@ -121,6 +128,37 @@ def sharded_after_the_clock() -> dict[str, Any]:
     return {"weights": whole_weights(model), "changed": changed, "sharded": isinstance(model.lm_head.weight, DTensor)}
 
 
+def adamw_with_checkpoint(folder: Path) -> dict[str, Any]:
+    """AdamW stepped by `LevelClock.tick()`: stopped at `INTERRUPTED_AT`, its optimizer state taken with torch's
+    distributed `get_optimizer_state_dict` (what accelerate's FSDP2 checkpoints use) and the clock's state with
+    `state_dict()`, both saved, and resumed into a new model; and the same run uninterrupted."""
+    runs = {}
+    for name, stop in (("uninterrupted", MAX_STEPS), ("interrupted", INTERRUPTED_AT)):
+        model = shard(retrofitted_llama())
+        clock = LevelClock(model)
+        optimizer = torch.optim.AdamW(clock.param_groups(model.parameters(), lr=1e-2))
+        train(model, optimizer, range(1, stop + 1), clock)
+        runs[name] = whole_weights(model)
+    options = StateDictOptions(full_state_dict=True)
+    checkpoint = {"optimizer": get_optimizer_state_dict(model, optimizer, options=options), "clock": clock.state_dict()}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        torch.save(checkpoint, folder / "adamw_checkpoint.pt")
+    if dist.is_initialized():
+        dist.barrier()
+    del model, optimizer, clock
+
+    model = retrofitted_llama()
+    assert not model.load_state_dict(runs["interrupted"], strict=False).unexpected_keys
+    model = shard(model)
+    clock = LevelClock(model)
+    optimizer = torch.optim.AdamW(clock.param_groups(model.parameters(), lr=1e-2))
+    saved = torch.load(folder / "adamw_checkpoint.pt")
+    set_optimizer_state_dict(model, optimizer, saved["optimizer"], options=options)
+    clock.load_state_dict(saved["clock"])
+    train(model, optimizer, range(INTERRUPTED_AT + 1, MAX_STEPS + 1), clock)
+    return {"uninterrupted": runs["uninterrupted"], "resumed": whole_weights(model)}
+
+
 def interrupted(folder: Path) -> None:
     """Train to `INTERRUPTED_AT` and save whole weights and the clock's state file into `folder`."""
     model = shard(retrofitted_llama())
@@ -154,6 +192,7 @@ def run_all(output_dir: Path) -> dict[str, Any]:
         "resumed": resume_from(resume_folder),
         "resume_folder": str(resume_folder),
         "sharded_after_the_clock": sharded_after_the_clock(),
+        "adamw": adamw_with_checkpoint(resume_folder),
         "hope": uninterrupted(tiny_hope),
     }
 

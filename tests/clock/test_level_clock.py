@@ -247,6 +247,37 @@ def test_clocked_optimizer_in_an_accelerate_loop():
     assert changes == [step % PERIOD == 0 for step in range(2, 2 * PERIOD + 1)]
 
 
+def test_a_clock_registered_for_checkpointing_resumes_through_accelerate_save_state(tmp_path):
+    """The loop the README gives for accelerate's FSDP2 checkpoints: a plain optimizer stepped when the clock says
+    so, the clock saved and restored by `save_state` / `load_state` as a registered object."""
+    from accelerate import Accelerator
+
+    def run(steps: range, load_from=None, save_to=None) -> nn.Module:
+        accelerator = Accelerator(cpu=True)
+        model = clocked_model()
+        clock = LevelClock(model)
+        optimizer = torch.optim.AdamW(clock.param_groups(model.parameters(), lr=0.1))
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(clock)
+        if load_from is not None:
+            accelerator.load_state(load_from)
+            assert clock.step == steps.start
+        for batch in [batches(10)[index] for index in steps]:
+            accelerator.backward((model(batch) ** 2).mean())
+            if clock.tick() is not None:
+                optimizer.step()
+            optimizer.zero_grad()
+        if save_to is not None:
+            accelerator.save_state(save_to)
+        return model
+
+    uninterrupted = run(range(10))
+    run(range(4), save_to=tmp_path / "state")  # mid-period: the buffer holds one gradient
+    resumed = run(range(4, 10), load_from=tmp_path / "state")
+    for name, parameter in uninterrupted.named_parameters():
+        assert torch.equal(parameter, resumed.get_parameter(name)), name
+
+
 def test_an_fp16_overflow_step_skipped_by_the_grad_scaler_leaves_the_clock_alone():
     model = clocked_model().float()
     clock = LevelClock(model)

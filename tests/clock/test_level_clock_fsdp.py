@@ -68,6 +68,11 @@ def test_a_run_interrupted_mid_period_resumes_exactly(sharded):
     torch.testing.assert_close(sharded["resumed"]["weights"], sharded["retrofit"]["weights"], rtol=0, atol=0)
 
 
+def test_adamw_checkpointed_with_torch_distributed_state_dicts_resumes_exactly(sharded):
+    adamw = sharded["adamw"]
+    torch.testing.assert_close(adamw["resumed"], adamw["uninterrupted"], rtol=0, atol=0)
+
+
 def test_a_clock_state_saved_by_the_sharded_run_resumes_in_one_process(sharded):
     """The state file holds whole tensors: the sharded run's file resumes a single-process run exactly."""
     resumed = fsdp_worker.resume_from(Path(sharded["resume_folder"]))

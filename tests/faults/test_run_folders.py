@@ -48,6 +48,14 @@ def test_a_run_folder_in_use_by_a_live_process_is_refused_before_the_tasks_are_r
     assert sorted(path.name for path in tmp_path.iterdir()) == [LOCK_NAME]
 
 
+@pytest.mark.parametrize("run", [run_one, run_several], ids=["run_continual", "run_experiment"])
+def test_a_run_launched_as_several_processes_is_refused_before_anything_is_written(tmp_path, monkeypatch, run):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun and accelerate launch set it in each process
+    with pytest.raises(ValueError, match="one process, and this one was launched as one of 2.*LevelClockCallback"):
+        run({"a": None, "b": None}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path, capsys):
     pid = dead_pid()
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))

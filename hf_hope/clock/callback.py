@@ -2,7 +2,8 @@
 
 The clock ticks in `on_pre_optimizer_step`, when the Trainer has accumulated, synchronised, unscaled and clipped
 the gradients, so gradient accumulation, clipping, mixed precision and the LR scheduler work as usual. Its state
-is written into every checkpoint folder (`level_clock.safetensors`) and read back when training resumes.
+is written into every checkpoint folder (`level_clock.safetensors`), before the Trainer's own files, and read back
+when training resumes.
 """
 
 import os
@@ -36,6 +37,7 @@ class LevelClockCallback(TrainerCallback):
         self.levels, self.reduction = levels, reduction
         self.clock: LevelClock | None = None
         self._grad_norms: dict[int, float] = {}
+        self._saved_at: int | None = None  # the step whose checkpoint holds the clock
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -55,9 +57,30 @@ class LevelClockCallback(TrainerCallback):
         if report is not None:
             self._grad_norms = report.grad_norms
 
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if control.should_save:
+            self._save(args, state)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if control.should_save:
+            self._save(args, state)
+
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        # Every rank takes part (FSDP2 gathers the buffers' shards); the main process writes.
+        if self._saved_at != state.global_step:  # a save decided after the step ended (save_strategy="best")
+            self._save(args, state)
+
+    def _save(self, args: TrainingArguments, state: TrainerState) -> None:
+        """Write the clock into the checkpoint folder the Trainer is about to write.
+
+        Written before the Trainer's own files: its `trainer_state.json` comes last, then it deletes checkpoints
+        beyond `save_total_limit`, so a checkpoint with a `trainer_state.json` always holds the clock, and a process
+        killed mid-save leaves the previous checkpoint whole. Every rank takes part (FSDP2 gathers the buffers'
+        shards); the main process writes.
+        """
         save_clock_state(self.clock, Path(args.output_dir) / f"checkpoint-{state.global_step}" / CLOCK_STATE_NAME)
+        self._saved_at = state.global_step
 
     def on_log(
         self,

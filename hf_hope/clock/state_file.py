@@ -30,6 +30,7 @@ def save_clock_state(clock: LevelClock, path: str | os.PathLike) -> None:
     state = clock.state_dict()
     if dist.is_initialized() and dist.get_rank() != 0:
         return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"buffer.{index}": buffer for index, buffer in state["buffers"].items()}
     tensors.update({f"seen.{index}": seen.to(torch.uint8) for index, seen in state["seen"].items()})
     metadata = {key: json.dumps(state[key]) for key in _SCALARS}

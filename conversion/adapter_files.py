@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from .atomic_write import write_safetensors
 from .cms_config import CMS_CONFIG_NAME
 
 CMS_WEIGHTS_NAME = "cms_adapter.safetensors"
@@ -35,7 +35,7 @@ def write_adapter_pair(directory: Path, tensors: dict[str, torch.Tensor], config
     staged_weights = directory / staged_name(CMS_WEIGHTS_NAME, token)
     staged_config = directory / staged_name(CMS_CONFIG_NAME, token)
     try:
-        save_file(tensors, staged_weights, metadata={"format": "pt", PAIR_KEY: token})
+        write_safetensors(tensors, staged_weights, metadata={"format": "pt", PAIR_KEY: token})
         staged_config.write_text(json.dumps({**config, PAIR_KEY: token}, indent=2, sort_keys=True) + "\n")
         os.replace(staged_weights, directory / CMS_WEIGHTS_NAME)
         os.replace(staged_config, directory / CMS_CONFIG_NAME)

@@ -6,12 +6,18 @@ contains the working or home folder. The model (`modeling/`) writes no files its
 layer that does.
 """
 
+import errno
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 
 @contextmanager
@@ -24,6 +30,18 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """`safetensors.torch.save_file`, whose I/O failures (a full disk) are raised as the `OSError` they are.
+
+    safetensors reports them as a `SafetensorError` without the file's name; this names it and keeps the errno.
+    """
+    try:
+        save_file(tensors, path, metadata=metadata)
+    except SafetensorError as error:
+        code = re.search(r"os error (\d+)", str(error))
+        raise OSError(int(code.group(1)) if code else errno.EIO, f"Could not write {path}: {error}") from error
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..conversion.atomic_write import atomic_file
+from ..conversion.atomic_write import atomic_file, write_safetensors
 from .core import LevelClock
 
 CLOCK_STATE_NAME = "level_clock.safetensors"
@@ -35,7 +35,7 @@ def save_clock_state(clock: LevelClock, path: str | os.PathLike) -> None:
     tensors.update({f"seen.{index}": seen.to(torch.uint8) for index, seen in state["seen"].items()})
     metadata = {key: json.dumps(state[key]) for key in _SCALARS}
     with atomic_file(path) as temporary:
-        save_file(tensors, temporary, metadata=metadata)
+        write_safetensors(tensors, temporary, metadata=metadata)
 
 
 def load_clock_state(clock: LevelClock, path: str | os.PathLike) -> None:

@@ -190,23 +190,23 @@ def test_a_quick_run_on_smollm2(smollm2_dir, data_cache, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_baselines_over_seeds_with_retention_on_smollm2(smollm2_dir, data_cache, tmp_path):
+def test_replay_over_seeds_with_retention_on_smollm2(smollm2_dir, data_cache, tmp_path):
+    # One strategy on the real model (each SmolLM2 run costs about two minutes here); ewc and cms+replay run on
+    # the tiny model in tests/continual.
     out = tmp_path / "run"
     main(
         ["continual", "--quick", "--use_cpu", "--model", str(smollm2_dir), "--output_dir", str(out)]
-        + ["--data_cache_dir", data_cache, "--strategies", "replay", "ewc", "--seeds", "0", "1"]
+        + ["--data_cache_dir", data_cache, "--strategies", "replay", "--seeds", "0", "1"]
     )
     results = json.loads((out / "results.json").read_text())
-    assert [group["group"] for group in results["groups"]] == ["replay", "ewc"]  # cms+replay: tiny-model tests
-    for group in results["groups"]:
-        assert group["seeds"] == [0, 1] and group["std"]["final_average"] is not None
-        assert 0 < group["mean"]["retention"] < 2
-    for name, run in results["runs"].items():
+    [group] = results["groups"]
+    assert group["group"] == "replay" and group["seeds"] == [0, 1] and group["std"]["final_average"] is not None
+    assert 0 < group["mean"]["retention"] < 2
+    for run in results["runs"].values():
         assert all(math.isfinite(value) for row in run["matrix"] for value in row)
-        if name.startswith("replay"):  # replay counts what it replayed after the first task
-            assert [timing.get("replay_tokens", 0) > 0 for timing in run["timings"]] == [False, True, True]
+        # replay counts what it replayed, from the second task on
+        assert [timing.get("replay_tokens", 0) > 0 for timing in run["timings"]] == [False, True, True]
     assert (out / "plots" / "pareto.png").is_file()
-    assert (out / "ewc" / "seed_1" / "task_2" / "ewc_fisher.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -160,12 +160,12 @@ def test_online_learner_save_replaces_the_folder_in_one_step(tmp_path):
 
 
 def test_a_full_disk_during_save_cms_adapter_keeps_the_old_adapter(tmp_path, monkeypatch):
-    from hf_hope.conversion import adapter_files
+    from hf_hope.conversion import atomic_write
 
     model = hf_hope.retrofit(tiny_family_model("llama"), hf_hope.CMSConfig(levels=LEVELS))
     hf_hope.save_cms_adapter(model, tmp_path)
     before = folder_bytes(tmp_path)
-    real_save_file = adapter_files.save_file
+    real_save_file = atomic_write.save_file
 
     def full_disk(tensors, path, metadata=None):
         real_save_file(tensors, path, metadata=metadata)
@@ -173,7 +173,7 @@ def test_a_full_disk_during_save_cms_adapter_keeps_the_old_adapter(tmp_path, mon
         Path(path).write_bytes(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(adapter_files, "save_file", full_disk)
+    monkeypatch.setattr(atomic_write, "save_file", full_disk)
     with pytest.raises(OSError, match="No space left on device"):
         hf_hope.save_cms_adapter(model, tmp_path)
     assert folder_bytes(tmp_path) == before  # the old pair, and no staged file left

@@ -25,7 +25,7 @@ import os, sys
 import torch
 import transformers
 from hf_hope import LevelClockCallback
-from hf_hope.clock import state_file
+from hf_hope.conversion import atomic_write
 from tests.helpers import RepeatedBatch, tiny_model, training_arguments
 output_dir, crash, resume = sys.argv[1], sys.argv[2], sys.argv[3]
 def dying(original, at, after=False):
@@ -40,7 +40,7 @@ def dying(original, at, after=False):
         return result
     return wrapper
 if crash == "writing the clock":
-    state_file.save_file = dying(state_file.save_file, 2)
+    atomic_write.save_file = dying(atomic_write.save_file, 2)
 elif crash == "after the model":
     transformers.Trainer._save_optimizer_and_scheduler = dying(transformers.Trainer._save_optimizer_and_scheduler, 2)
 elif crash == "writing the trainer state":

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import default_data_collator
 
+from ...conversion.atomic_write import write_safetensors
 from .base import ModelFactory, TrainingData, save_task_model
 from .full import FullStrategy
 
@@ -59,8 +60,8 @@ class EWCStrategy(FullStrategy):
 
     def save(self, model: nn.Module, folder: str | Path) -> None:
         save_task_model(model, folder)
-        save_file(
-            {name: value.contiguous().cpu() for name, value in self.fisher.items()}, str(Path(folder) / FISHER_NAME)
+        write_safetensors(
+            {name: value.contiguous().cpu() for name, value in self.fisher.items()}, Path(folder) / FISHER_NAME
         )
 
     def finish_task(self, model: nn.Module, settings: ContinualSettings, data: TrainingData) -> nn.Module:

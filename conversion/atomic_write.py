@@ -2,8 +2,8 @@
 
 An interrupted writer never leaves a half-written file or folder behind: the destination holds the old content or
 the new, never a mix. An existing non-empty folder is replaced only when asked, as a whole, and never when it
-contains the working or home folder. The model (`modeling/`) writes no files itself, so this lives in the lowest
-layer that does.
+contains the working or home folder. The folder swap itself is `modeling/folder_swap.py`, which the models'
+`save_pretrained` uses too.
 """
 
 import errno
@@ -18,6 +18,19 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
+
+from ..modeling.folder_swap import recover_swapped_folder, sibling_folder, swap_in
+
+__all__ = [
+    "atomic_file",
+    "check_output_dir",
+    "move_into_place",
+    "recover_swapped_folder",
+    "sibling_folder",
+    "write_folder",
+    "write_safetensors",
+    "write_text_atomically",
+]
 
 
 @contextmanager
@@ -64,49 +77,10 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
             raise ValueError(f"Refusing to replace {output_dir}: it contains {protected}.")
 
 
-def sibling_folder(output_dir: Path, role: str) -> Path:
-    """A new hidden folder next to `output_dir` (same file system, so renames are atomic; permissions per umask)."""
-    sibling = output_dir.parent / f".{output_dir.name}.{role}-{uuid.uuid4().hex[:12]}"
-    sibling.mkdir()
-    return sibling
-
-
 def move_into_place(staging: Path, output_dir: Path, overwrite: bool) -> None:
     """Rename the finished `staging` folder to `output_dir`, replacing an existing one only if allowed."""
     check_output_dir(output_dir, overwrite)  # the folder may have changed while it was being written
-    if not output_dir.exists():
-        staging.rename(output_dir)
-        return
-    previous = sibling_folder(output_dir, "previous")
-    output_dir.replace(previous / output_dir.name)
-    try:
-        staging.rename(output_dir)
-    except BaseException:
-        (previous / output_dir.name).replace(output_dir)
-        raise
-    finally:
-        if output_dir.exists():
-            shutil.rmtree(previous, ignore_errors=True)
-
-
-def recover_swapped_folder(output_dir: str | Path) -> Path:
-    """Put back the previous `output_dir` if a writer died between the two renames that swap it for the new one.
-
-    `move_into_place` moves the old folder into a hidden `previous` sibling just before renaming the new one into
-    place; a process killed in between leaves no `output_dir`, but the old one whole in that sibling.
-    """
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        return output_dir
-    kept = sorted(output_dir.parent.glob(f".{output_dir.name}.previous-*/{output_dir.name}"), key=_mtime)
-    if kept:
-        kept[-1].rename(output_dir)
-        shutil.rmtree(kept[-1].parent, ignore_errors=True)
-    return output_dir
-
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime
+    swap_in(staging, output_dir)
 
 
 def write_folder(output_dir: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:

@@ -6,6 +6,7 @@ and `AutoModelForCausalLM`. `save_pretrained` also copies this file and the ones
 and writes `auto_map`, so `trust_remote_code=True` loads the folder where hf_hope is not installed.
 """
 
+import os
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -15,6 +16,7 @@ from .checkpoint_errors import weights_named_on_error
 from .cms_adapter_config import CMSAdapterConfig
 from .cms_adapter_families import FAMILIES, Family
 from .cms_adapter_ffn import attach_levels
+from .folder_swap import recover_swapped_folder, staged_save_pretrained
 
 CMS_MODEL_TYPE_SUFFIX = "_cms"
 
@@ -64,8 +66,14 @@ def _cms_model_class(family: Family, config_class: type[PretrainedConfig]) -> ty
         @classmethod
         def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> PreTrainedModel:
             """The family's `from_pretrained`; a damaged weights file is an error that names the folder."""
+            if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+                recover_swapped_folder(pretrained_model_name_or_path)  # a save killed between its two renames
             with weights_named_on_error(pretrained_model_name_or_path):
                 return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+        def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+            """The family's `save_pretrained`, written in stages: a save killed part-way leaves the previous one."""
+            return staged_save_pretrained(super().save_pretrained, save_directory, *args, **kwargs)
 
     CMSFamilyForCausalLM.config_class = config_class
     return _name(CMSFamilyForCausalLM, f"CMS{family.causal_lm_class.__name__}")

@@ -5,6 +5,8 @@ normalise their own inputs (`z <- z + MLP_l(norm(z))`). The mixer's memories lea
 a `HopeCache` of constant size.
 """
 
+import os
+
 import torch
 from torch import nn
 from transformers import initialization as init
@@ -22,6 +24,7 @@ from .cache_hope import HopeCache
 from .checkpoint_errors import weights_named_on_error
 from .cms import ContinuumMemory
 from .configuration_hope import HopeConfig
+from .folder_swap import recover_swapped_folder, staged_save_pretrained
 from .normalization import HopeRMSNorm
 from .titans import SelfModifyingTitans
 
@@ -79,10 +82,11 @@ class HopePreTrainedModel(PreTrainedModel):
         return False
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, recording all three Auto classes in `auto_map`.
+        """`PreTrainedModel.save_pretrained`, recording all three Auto classes in `auto_map`, written in stages.
 
         The modeling files are copied next to the weights, so `trust_remote_code=True` loads the checkpoint where
-        hf_hope is not installed.
+        hf_hope is not installed. The save goes into a hidden sibling folder that then replaces `save_directory`
+        (keeping its other files), so a save killed part-way leaves the previous one (`folder_swap`).
         """
         module = HopeModel.__module__.rsplit(".", 1)[-1]
         self.config.auto_map = {
@@ -90,7 +94,7 @@ class HopePreTrainedModel(PreTrainedModel):
             "AutoModel": f"{module}.HopeModel",
             "AutoModelForCausalLM": f"{module}.HopeForCausalLM",
         }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        return staged_save_pretrained(super().save_pretrained, save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -103,7 +107,10 @@ class HopePreTrainedModel(PreTrainedModel):
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-        with weights_named_on_error(args[0] if args else kwargs.get("pretrained_model_name_or_path")):
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if isinstance(source, (str, os.PathLike)):
+            recover_swapped_folder(source)  # a save killed between its two renames left the previous one aside
+        with weights_named_on_error(source):
             model, loading_info = super().from_pretrained(
                 *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )

@@ -24,6 +24,7 @@ ADAPTER_ONLY_FILES = {
 }
 ADAPTER_FILES = ADAPTER_ONLY_FILES | {
     "checkpoint_errors.py",
+    "folder_swap.py",
     "cms.py",
     "levels.py",
     "normalization.py",

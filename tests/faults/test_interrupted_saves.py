@@ -64,7 +64,9 @@ learner.save(folder)
 learner.observe(torch.arange(3, 67))
 if crash == "after the model":
     online_learner.save_clock_state = lambda clock, path: os._exit(9)
-else:  # between the two renames that swap the folders
+else:  # between the two renames that swap the folders where they cannot be exchanged in one call
+    from hf_hope.modeling import folder_swap
+    folder_swap.exchange_paths = lambda first, second: False
     real_rename = pathlib.Path.rename
     def dying_rename(self, target):
         if pathlib.Path(target) == folder:

@@ -5,8 +5,9 @@
 #   bash benchmarks/gpu_check.sh OUTDIR
 # It installs hf_hope and the wheels into a fresh target folder (the machine's own torch and triton stay), then
 # runs each part under its own time budget and writes one log per part and summary.md (part, status, seconds)
-# into OUTDIR. The budgets add up to 8 minutes, so that one 10-minute command holds it with time to spare:
-#   install 45 s | kernel tests 150 s | smoke 45 s | kernel bench 90 s | HOPE vs Llama 120 s | clock bench 30 s
+# into OUTDIR. The budgets add up to 8 min 40 s, so that one 10-minute command (timeout 540 s or more) holds it:
+#   install 45 s | kernel tests 150 s | smoke 45 s | kernel bench 90 s | HOPE vs Llama 120 s | clock bench 30 s |
+#   Trainer with FSDP2 40 s (last, so that it can never take time from the others)
 # A part that fails or runs out of time is marked so and the next one still runs.
 # `DRY_RUN=1` runs it on a CPU with .venv's Python: the install of hf_hope alone (the wheels are built for the GPU
 # machine's Python 3.12 and pin .venv's versions), the kernel tests and the smoke test in Triton's interpreter at
@@ -61,12 +62,19 @@ kernel_tests() {  # from a copy of the tests, so that `import hf_hope` finds the
     "$python" -m pytest -q -p no:cacheprovider tests/modeling/test_memory_kernels.py tests/clock/test_clock_kernels.py
 }
 
+fsdp_trainer_test() {  # Trainer with FSDP2 and the level clock: accelerate runs FSDP only on accelerators
+  local scratch
+  scratch=$(mktemp -d /tmp/hf_hope_tests.XXXXXX)
+  cp -r tests pyproject.toml "$scratch" && cd "$scratch" &&
+    "$python" -m pytest -q -p no:cacheprovider -rs tests/clock/test_level_clock_fsdp_trainer.py
+}
+
 benchmark() {  # the benchmarks need CUDA: the dry run checks that they import and parse their flags
   if [ "$device" = cpu ]; then "$python" "$1" --help; else "$python" "$@"; fi
 }
 
 export python site device
-export -f install kernel_tests benchmark
+export -f install kernel_tests fsdp_trainer_test benchmark
 part install 45 install
 part kernel_tests 150 kernel_tests
 part smoke 45 "$python" benchmarks/gpu_smoke.py --device "$device"
@@ -74,5 +82,6 @@ part bench_kernels 90 benchmark benchmarks/bench_hope_kernels.py
 part bench_hope_vs_llama 120 benchmark benchmarks/bench_hope_vs_llama_long.py --lengths 4096 32768 --contexts 32768 \
   --repeats 2 --warmup 1
 part bench_clock 30 benchmark benchmarks/bench_clock_kernels.py
+part fsdp_trainer 40 fsdp_trainer_test
 cat "$out/summary.md"
 exit $failed

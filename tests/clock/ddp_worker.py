@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -66,7 +67,11 @@ class ChangedLevels(TrainerCallback):
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    """Every parameter whole (gathered from the ranks' shards under FSDP2: a collective)."""
+    return {
+        name: (parameter.full_tensor() if isinstance(parameter, DTensor) else parameter).detach().clone()
+        for name, parameter in model.named_parameters()
+    }
 
 
 def initial_weights() -> dict[str, torch.Tensor]:

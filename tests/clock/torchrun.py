@@ -1,4 +1,4 @@
-"""Launch a test worker module on several CPU processes with torchrun (gloo), and fail the test with its log."""
+"""Launch a test worker module on several processes with torchrun, and fail the test with its log."""
 
 import os
 import subprocess
@@ -11,8 +11,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
 
 
-def run_torchrun(module: str, output_dir: Path, world_size: int) -> None:
-    """Run `python -m module output_dir` on `world_size` processes; the log goes to `output_dir/torchrun.log`."""
+def run_torchrun(module: str, output_dir: Path, world_size: int, *arguments: str, gpus: bool = False) -> None:
+    """Run `python -m module output_dir *arguments` on `world_size` processes (on CPUs, unless `gpus`); the log
+    goes to `output_dir/torchrun.log`."""
     command = [
         sys.executable,
         "-m",
@@ -22,10 +23,13 @@ def run_torchrun(module: str, output_dir: Path, world_size: int) -> None:
         "-m",
         module,
         str(output_dir),
+        *arguments,
     ]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": python_path}
-    log_path = output_dir / "torchrun.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
+    if not gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    log_path = output_dir / f"torchrun{'-' if arguments else ''}{'-'.join(arguments)}.log"
     with (
         log_path.open("w") as log,
         subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log) as torchrun,

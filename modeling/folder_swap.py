@@ -118,7 +118,8 @@ def staged_save_pretrained(save: Callable[..., object], save_directory: str | os
         return save(save_directory, *args, **kwargs)
     if kwargs.get("push_to_hub"):
         kwargs.setdefault("repo_id", Path(save_directory).name)  # not the staging folder's name
-    return staged(save_directory, lambda staging: save(staging, *args, **kwargs))
+    # Staged beside the resolved folder: a symbolic link to a folder stays a link, and its target gets the save.
+    return staged(target, lambda staging: save(staging, *args, **kwargs))
 
 
 def _carry_over(old: Path, new: Path) -> None:

@@ -18,6 +18,7 @@ import torch
 import hf_hope
 from hf_hope.modeling.modeling_cms_adapter import CMSLlamaForCausalLM
 
+from ..helpers import tiny_family_model
 from .fault_helpers import REPOSITORY
 
 # Saves the model with a tokenizer file beside it, changes every weight, saves again and dies at the named point of
@@ -106,3 +107,17 @@ def test_save_pretrained_killed_over_an_earlier_save_leaves_the_old_model_or_the
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model", "model.new.pt", "model.old.pt"]
     assert (folder / "tokenizer_config.json").read_text() == '{"kept": true}'
     assert sorted(path.name for path in folder.glob("*.safetensors")) == ["model.safetensors"]
+
+
+def test_a_save_into_a_symbolic_link_to_a_folder_writes_into_its_target(tmp_path):
+    target, link = tmp_path / "storage" / "model", tmp_path / "model"
+    target.mkdir(parents=True)
+    (target / "tokenizer_config.json").write_text("{}")
+    link.symlink_to(target, target_is_directory=True)
+    model = hf_hope.retrofit(tiny_family_model("llama"))
+    model.save_pretrained(link)
+    assert (
+        link.is_symlink() and (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").exists()
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model", "storage"]
+    assert sorted(path.name for path in target.parent.iterdir()) == ["model"]

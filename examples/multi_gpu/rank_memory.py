@@ -21,35 +21,22 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 import hf_hope
 
-MODELS = {
-    "SmolLM2-135M": LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    ),
-    "Llama-3.2-1B": LlamaConfig(
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=True,
-    ),
-    "Llama-3.1-8B": LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-    ),
+# Published shapes: hidden, FFN width, layers, attention heads, key/value heads, vocabulary, tied embeddings.
+SHAPES = {
+    "SmolLM2-135M": (576, 1536, 30, 9, 3, 49152, True),
+    "Llama-3.2-1B": (2048, 8192, 16, 32, 8, 128256, True),
+    "Llama-3.1-8B": (4096, 14336, 32, 32, 8, 128256, False),
 }
+FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "tie_word_embeddings",
+)
+MODELS = {name: LlamaConfig(**dict(zip(FIELDS, shape, strict=True))) for name, shape in SHAPES.items()}
 ADAPTERS = {
     "default": hf_hope.CMSConfig(),
     "lowrank r8": hf_hope.CMSConfig(init="lowrank"),

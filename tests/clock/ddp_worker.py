@@ -80,6 +80,29 @@ def initial_weights() -> dict[str, torch.Tensor]:
     return HopeForCausalLM(tiny_config()).double().state_dict()
 
 
+def sgd_arguments(output_dir: Path, world_size: int, **settings: Any) -> TrainingArguments:
+    """`MAX_STEPS` steps of `GLOBAL_BATCH` sequences in order, split over `world_size` processes, with `settings`.
+
+    Plain unclipped SGD: each update is the clock's gradient times the learning rate, so a mis-scaled gradient (a
+    sum for a mean) shows in the weights; AdamW and clipping would normalise it away.
+    """
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=MAX_STEPS,
+        per_device_train_batch_size=GLOBAL_BATCH // world_size,
+        train_sampling_strategy="sequential",
+        optim="sgd",
+        max_grad_norm=0.0,
+        learning_rate=0.1,
+        lr_scheduler_type="constant",
+        seed=MODEL_SEED,
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        **settings,
+    )
+
+
 def run_training(output_dir: Path, world_size: int) -> dict[str, Any]:
     """Train `MAX_STEPS` steps of `GLOBAL_BATCH` sequences split over `world_size` processes (gloo DDP if above 1).
 
@@ -92,24 +115,8 @@ def run_training(output_dir: Path, world_size: int) -> dict[str, Any]:
     torch.manual_seed(MODEL_SEED)
     model = HopeForCausalLM(tiny_config()).double()  # float64: DDP and one process then agree to ~1e-15
     data, recorder = RecordedSequences(), ChangedLevels()
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=MAX_STEPS,
-        per_device_train_batch_size=GLOBAL_BATCH // world_size,
-        train_sampling_strategy="sequential",
-        # Plain unclipped SGD: each update is the clock's gradient times the learning rate, so a mis-scaled
-        # gradient (a sum for a mean) shows in the weights; AdamW and clipping would normalise it away.
-        optim="sgd",
-        max_grad_norm=0.0,
-        learning_rate=0.1,
-        lr_scheduler_type="constant",
-        seed=MODEL_SEED,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        ddp_backend="gloo" if world_size > 1 else None,
-        disable_tqdm=True,
+    args = sgd_arguments(
+        output_dir, world_size, save_strategy="no", use_cpu=True, ddp_backend="gloo" if world_size > 1 else None
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[LevelClockCallback(), recorder])
     trainer.train()

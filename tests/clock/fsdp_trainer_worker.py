@@ -8,41 +8,32 @@ Rank 0 saves `OUT_DIR/<MODE>.pt`: whole weights, per step which
 levels changed, and whether the parameters were sharded.
 """
 
+import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from hf_hope import LevelClockCallback
 
-from .ddp_worker import GLOBAL_BATCH, MAX_STEPS, ChangedLevels, RecordedSequences, _snapshot
+from .ddp_worker import ChangedLevels, RecordedSequences, _snapshot, sgd_arguments
 from .fsdp_worker import retrofitted_llama
 
 SAVE_AT = 6
 
 
 def run(output_dir: Path, mode: str) -> None:
-    world_size = dist.get_world_size()
     data, recorder = RecordedSequences(), ChangedLevels()
-    data.sequences %= 128  # the tiny Llama's vocabulary
     torch.manual_seed(0)
     model = retrofitted_llama().float()
-    args = TrainingArguments(
-        output_dir=str(output_dir / "run"),
-        max_steps=MAX_STEPS,
-        per_device_train_batch_size=GLOBAL_BATCH // world_size,
-        train_sampling_strategy="sequential",
-        optim="sgd",
-        max_grad_norm=0.0,
-        learning_rate=0.1,
-        lr_scheduler_type="constant",
+    args = sgd_arguments(
+        output_dir / "run",
+        int(os.environ["WORLD_SIZE"]),  # set by torchrun; the process group starts with the Trainer
         save_strategy="steps",
         save_steps=SAVE_AT,
-        report_to="none",
-        disable_tqdm=True,
         fsdp=True,
         fsdp_config={"version": 2, "reshard_after_forward": True},
     )

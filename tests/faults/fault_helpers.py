@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..helpers import tiny_family_model
+import hf_hope
+from hf_hope.clock.online_learner import OnlineLearner
+
+from ..helpers import tiny_config, tiny_family_model
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 LEVELS = [{"period": None}, {"period": 4}]
@@ -40,3 +43,11 @@ def random_bytes(data: bytes) -> bytes:
 
 def tiny_llama() -> torch.nn.Module:
     return tiny_family_model("llama")
+
+
+def learner_that_saw_40_tokens() -> OnlineLearner:
+    """A tiny HOPE online learner, seeded, after observing tokens 3..42: the state the learner-save tests save first."""
+    torch.manual_seed(0)
+    learner = OnlineLearner(hf_hope.HopeForCausalLM(tiny_config()), chunk_size=16, context_size=8)
+    learner.observe(torch.arange(3, 43))
+    return learner

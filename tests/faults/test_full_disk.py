@@ -14,12 +14,11 @@ import pytest
 import torch
 
 import hf_hope
-from hf_hope.clock.online_learner import OnlineLearner
 from hf_hope.clock.state_file import save_clock_state
 from hf_hope.conversion.atomic_write import write_text_atomically
 
-from ..helpers import tiny_config, tiny_family_model
-from .fault_helpers import LEVELS, folder_bytes
+from ..helpers import tiny_family_model
+from .fault_helpers import LEVELS, folder_bytes, learner_that_saw_40_tokens
 
 DISK_SIZE = "8m"
 
@@ -74,9 +73,7 @@ def test_save_cms_adapter_on_a_full_disk_keeps_the_old_adapter(small_disk):
 
 
 def test_online_learner_save_on_a_full_disk_keeps_the_old_save(small_disk):
-    torch.manual_seed(0)
-    learner = OnlineLearner(hf_hope.HopeForCausalLM(tiny_config()), chunk_size=16, context_size=8)
-    learner.observe(torch.arange(3, 43))
+    learner = learner_that_saw_40_tokens()
     learner.save(small_disk / "learner")
     learner.observe(torch.arange(3, 35))
     filler = fill(small_disk)

@@ -16,8 +16,8 @@ from hf_hope.clock.online_learner import LEARNER_STATE_NAME, OnlineLearner
 from hf_hope.conversion import CMS_CONFIG_NAME, CMS_WEIGHTS_NAME, cms_adapter_state_dict
 from hf_hope.conversion.atomic_write import recover_swapped_folder
 
-from ..helpers import tiny_config, tiny_family_model
-from .fault_helpers import LEVELS, assert_same_tensors, folder_bytes, killed
+from ..helpers import tiny_family_model
+from .fault_helpers import LEVELS, assert_same_tensors, folder_bytes, killed, learner_that_saw_40_tokens
 
 # Saves the adapter twice (other weights, another lr_scale), the second time dying at the os.replace call number
 # CRASH_AT (0: after the save).
@@ -141,18 +141,13 @@ def test_online_learner_save_killed_midway_leaves_the_previous_save_whole(tmp_pa
     recover_swapped_folder(folder)  # what the next save or load does first
     learner = saved_learner(folder)
     assert learner.tokens_seen == 40  # the first save's count, with the first save's model
-    torch.manual_seed(0)
-    reference = OnlineLearner(hf_hope.HopeForCausalLM(tiny_config()), chunk_size=16, context_size=8)
-    reference.observe(torch.arange(3, 43))
-    reference_weights = reference.model.state_dict()
+    reference_weights = learner_that_saw_40_tokens().model.state_dict()
     assert all(torch.equal(tensor, reference_weights[name]) for name, tensor in learner.model.state_dict().items())
     assert not list(tmp_path.glob(".learner.previous-*"))  # the previous save is back in place
 
 
 def test_online_learner_save_replaces_the_folder_in_one_step(tmp_path):
-    torch.manual_seed(0)
-    learner = OnlineLearner(hf_hope.HopeForCausalLM(tiny_config()), chunk_size=16, context_size=8)
-    learner.observe(torch.arange(3, 43))
+    learner = learner_that_saw_40_tokens()
     learner.save(tmp_path / "learner")
     learner.observe(torch.arange(3, 35))
     learner.save(tmp_path / "learner")
@@ -182,9 +177,7 @@ def test_a_full_disk_during_save_cms_adapter_keeps_the_old_adapter(tmp_path, mon
 
 
 def test_a_full_disk_during_a_folder_save_keeps_the_old_folder(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    learner = OnlineLearner(hf_hope.HopeForCausalLM(tiny_config()), chunk_size=16, context_size=8)
-    learner.observe(torch.arange(3, 43))
+    learner = learner_that_saw_40_tokens()
     learner.save(tmp_path / "learner")
     before = folder_bytes(tmp_path / "learner")
     learner.observe(torch.arange(3, 35))

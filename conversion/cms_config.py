@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..modeling.cms_adapter_config import INIT_MODES, CMSAdapterConfig
+from ..modeling.cms_adapter_config import INIT_MODES, MIXED_INITS, CMSAdapterConfig, checked_level_size
 from .atomic_write import write_text_atomically
 
-__all__ = ["CMS_CONFIG_NAME", "INIT_MODES", "CMSConfig"]
+__all__ = ["CMS_CONFIG_NAME", "INIT_MODES", "MIXED_INITS", "CMSConfig", "checked_level_size"]
 
 CMS_CONFIG_NAME = "cms_adapter_config.json"
 

@@ -10,6 +10,7 @@ from transformers import PretrainedConfig
 from ..modeling.cms_adapter_families import FAMILIES, Family
 from ..modeling.cms_adapter_ffn import RetrofittedFFN
 from ..modeling.cms_adapter_lowrank import fold_deltas
+from ..modeling.cms_adapter_units import fold_unit_levels
 
 
 def family_of(model: nn.Module) -> Family:
@@ -32,15 +33,29 @@ def fold_levels(ffn: RetrofittedFFN, family: Family, config: PretrainedConfig) -
     lowrank = ffn.lowrank_levels()
     if lowrank:
         active = [level for level in lowrank if not level.is_silent()]
-        if not active:
-            return None
-        reference = next(ffn.parameters())
-        plain = family.build_ffn(config, family.width_of(ffn)).to(reference.device, reference.dtype)
-        return fold_deltas(ffn, plain.train(ffn.training), active)
+        return fold_deltas(pretrained_copy(ffn, family, config), active) if active else None
+    units = ffn.unit_levels()
+    if units:
+        weights = ffn.cms_mixing.weights().tolist()
+        return fold_unit_levels(pretrained_copy(ffn, family, config), family, units, weights, config)
     if ffn.cms_mixing is None:
         active = [mlp for mlp in levels if not family.is_silent(mlp)]
         return family.fold([ffn, *active], [1.0] * (1 + len(active)), config) if active else None
     return family.fold([ffn, *levels], ffn.cms_mixing.weights().tolist(), config)
+
+
+def pretrained_copy(ffn: RetrofittedFFN, family: Family, config: PretrainedConfig) -> nn.Module:
+    """A plain FFN of the family's class holding `ffn`'s own (pretrained-level) weights, in its training mode."""
+    reference = next(ffn.parameters())
+    plain = family.build_ffn(config, family.width_of(ffn)).to(reference.device, reference.dtype)
+    plain.load_state_dict(
+        {
+            name: tensor
+            for name, tensor in ffn.state_dict().items()
+            if not name.startswith(("cms_levels.", "cms_mixing."))
+        }
+    )
+    return plain.train(ffn.training)
 
 
 def strip_levels(ffn: RetrofittedFFN, family: Family) -> None:

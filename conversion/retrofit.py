@@ -9,7 +9,7 @@ from ..modeling.cms_adapter_ffn import RetrofittedFFN, attach_levels, ffn_sites
 from ..modeling.cms_adapter_lowrank import stack_levels
 from ..modeling.modeling_cms_adapter import CMS_MODEL_TYPE_SUFFIX, cms_classes
 from .base_parameters import freeze_outside_adapter, record_fingerprints, release_base
-from .cms_config import CMSConfig
+from .cms_config import MIXED_INITS, CMSConfig
 from .cms_ffn import family_of, fold_levels, strip_levels
 
 
@@ -67,10 +67,10 @@ def consolidate_levels(model: nn.Module, source: int, target: int) -> nn.Module:
     """
     family, config = retrofitted_family(model)
     new_levels = range(2, len(config.levels) + 1)
-    if config.init == "copy":
+    if config.init in MIXED_INITS:
         raise ValueError(
-            "consolidate_levels needs an adapter built with init='zero' or 'lowrank' (this one uses init='copy', "
-            "whose levels are mixed by softmax weights and cannot be stacked)."
+            f"consolidate_levels needs an adapter built with init='zero' or 'lowrank' (this one uses "
+            f"init={config.init!r}, whose levels are mixed by softmax weights and cannot be stacked)."
         )
     if source not in new_levels or target not in new_levels or source == target:
         raise ValueError(
@@ -101,8 +101,9 @@ def unretrofit(model: nn.Module, merge: bool = True) -> nn.Module:
     """Turn a retrofitted model back into a plain model of its original class, in place, and return it.
 
     With `merge=True` every level is folded into one FFN that computes what the CMS computed, by stacking the
-    levels' hidden units (new levels whose output is still exactly zero are dropped), or, for low-rank levels, by
-    adding their changes to the projections' weights (the width stays). The result must fit the
+    levels' hidden units (new levels whose output is still exactly zero are dropped; unit copies are stacked next
+    to the pretrained units they copied, whose output is scaled down by the copies' mixing weights), or, for
+    low-rank levels, by adding their changes to the projections' weights (the width stays). The result must fit the
     family's config, which has one FFN width for all layers: when the folded widths differ between layers this
     raises a `ValueError` and changes nothing. With `merge=False` the new levels are discarded and the first
     level (the pretrained FFN, as trained) stays.

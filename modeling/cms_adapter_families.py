@@ -3,7 +3,8 @@
 Each family is found by its own `transformers` classes (decoder layer and FFN), never by attribute names. The
 FFN layouts are few: a gated MLP (`down(act(gate(x)) * up(x))`, Llama and most others), the same with gate and
 up fused in one matrix (Phi-3), and GPT-2's two `Conv1D` layers. A layout knows how to build a narrow level,
-silence its output, and fold several levels into one wider FFN (`unretrofit`).
+silence its output, score and copy some of its hidden units, and fold several levels into one wider FFN
+(`unretrofit`).
 """
 
 import copy
@@ -133,23 +134,57 @@ class Family:
             inputs = [(ffn.gate_proj.weight, ffn.gate_proj.bias), (ffn.up_proj.weight, ffn.up_proj.bias)]
         return _FFNWeights(inputs, ffn.down_proj.weight, ffn.down_proj.bias)
 
+    def unit_scores(self, ffn: nn.Module) -> torch.Tensor:
+        """How much each hidden unit can move the output, from the weights alone: the product of the norms of its
+        rows in the input projections and of its column in the output projection (`[width]`)."""
+        weights = self._read(ffn)
+        scores = weights.output.detach().float().norm(dim=0)
+        for weight, _ in weights.inputs:
+            scores = scores * weight.detach().float().norm(dim=1)
+        return scores
+
+    def unit_parameters(self, ffn: nn.Module, units: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parameters, by name, of a `len(units)`-wide FFN of this family that computes exactly the hidden
+        units `units` of `ffn`: their input rows and output columns, with a zero output bias."""
+        weights = self._read(ffn)
+        chosen = _FFNWeights(
+            [(weight[units], None if bias is None else bias[units]) for weight, bias in weights.inputs],
+            weights.output[:, units],
+            None if weights.output_bias is None else torch.zeros_like(weights.output_bias),
+        )
+        return {name: tensor.contiguous() for name, tensor in self._named(chosen).items()}
+
+    def _named(self, weights: "_FFNWeights") -> dict[str, torch.Tensor]:
+        """`weights` as the FFN's own parameters, by name (transposed for `Conv1D`, gate and up fused for Phi-3)."""
+        (first, first_bias), *rest = weights.inputs
+        output = {"weight": weights.output, "bias": weights.output_bias}
+        if self.layout is FFNLayout.CONV1D:
+            named = {
+                "c_fc": {"weight": first.T, "bias": first_bias},
+                "c_proj": {**output, "weight": output["weight"].T},
+            }
+        elif self.layout is FFNLayout.FUSED_GATED:
+            ((up, up_bias),) = rest
+            fused_bias = None if first_bias is None else torch.cat([first_bias, up_bias])
+            named = {"gate_up_proj": {"weight": torch.cat([first, up]), "bias": fused_bias}, "down_proj": output}
+        else:
+            ((up, up_bias),) = rest
+            named = {
+                "gate_proj": {"weight": first, "bias": first_bias},
+                "up_proj": {"weight": up, "bias": up_bias},
+                "down_proj": output,
+            }
+        return {
+            f"{module}.{kind}": tensor
+            for module, tensors in named.items()
+            for kind, tensor in tensors.items()
+            if tensor is not None
+        }
+
     @torch.no_grad()
     def _write(self, ffn: nn.Module, weights: "_FFNWeights") -> None:
-        if self.layout is FFNLayout.CONV1D:
-            targets = [(ffn.c_fc, True)]
-            output = (ffn.c_proj, True)
-        elif self.layout is FFNLayout.FUSED_GATED:
-            (weight, bias), (up_weight, up_bias) = weights.inputs
-            fused = (torch.cat([weight, up_weight]), None if bias is None else torch.cat([bias, up_bias]))
-            weights = _FFNWeights([fused], weights.output, weights.output_bias)
-            targets, output = [(ffn.gate_up_proj, False)], (ffn.down_proj, False)
-        else:
-            targets, output = [(ffn.gate_proj, False), (ffn.up_proj, False)], (ffn.down_proj, False)
-        pairs = [*weights.inputs, (weights.output, weights.output_bias)]
-        for (module, transposed), (weight, bias) in zip([*targets, output], pairs, strict=True):
-            module.weight.copy_(weight.T if transposed else weight)
-            if bias is not None:
-                module.bias.copy_(bias)
+        for name, tensor in self._named(weights).items():
+            ffn.get_parameter(name).copy_(tensor)
 
 
 @dataclass

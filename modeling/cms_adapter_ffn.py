@@ -2,9 +2,10 @@
 
 A retrofitted FFN keeps its class's own forward and parameter names (so the pretrained weights load as before):
 like `torch.nn.utils.parametrize`, it becomes an instance of a subclass that also holds the new levels
-(`cms_levels`, each a tagged `CMSLevel`: a narrow FFN, a copy of the FFN, or low-rank changes of its projections)
-and, with `init="copy"`, their mixing weights (`cms_mixing`). Its own parameters are the slowest level, tagged
-through `level_tag`, so `parameter_levels` and the level clock treat a retrofitted Llama and a HOPE model alike.
+(`cms_levels`, each a tagged `CMSLevel`: a narrow FFN, a copy of the FFN, low-rank changes of its projections, or
+copies of some of its hidden units) and, with `init="copy"` or `"units"`, their mixing weights (`cms_mixing`).
+Its own parameters are the slowest level, tagged through `level_tag`, so `parameter_levels` and the level clock
+treat a retrofitted Llama and a HOPE model alike.
 """
 
 import copy
@@ -16,9 +17,10 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .cms import CMSLevel
-from .cms_adapter_config import CMSAdapterConfig
+from .cms_adapter_config import MIXED_INITS, CMSAdapterConfig
 from .cms_adapter_families import FAMILIES, Family
 from .cms_adapter_lowrank import FFNDeltas, deltas_applied, projection_shapes
+from .cms_adapter_units import UnitCopy, mixed_unit_levels, unit_copy_level
 from .levels import UNTAGGED, LevelTag, checked_tag
 
 
@@ -46,7 +48,8 @@ class LevelMixing(nn.Module):
 
 class RetrofittedFFN(nn.Module):
     """Mixin for a pretrained FFN turned CMS: `ffn(x) + sum_l level_l(x)` (`"zero"`), their softmax mix (`"copy"`),
-    or the FFN with every projection changed by the levels' low-rank deltas (`"lowrank"`).
+    the FFN with every projection changed by the levels' low-rank deltas (`"lowrank"`), or the FFN plus the mixed
+    changes of its copied hidden units (`"units"`).
 
     Never instantiated directly: `retrofit` re-classes the FFN instance to `Retrofitted<FFN class>`.
     """
@@ -61,6 +64,9 @@ class RetrofittedFFN(nn.Module):
             with deltas_applied(self, lowrank):
                 return super().forward(hidden_states)
         pretrained = super().forward(hidden_states)
+        units = self.unit_levels()
+        if units:
+            return mixed_unit_levels(self, pretrained, hidden_states, units, self.cms_mixing.weights())
         outputs = [level(hidden_states) for level in self.cms_levels]
         if self.cms_mixing is None:
             return pretrained + sum(outputs)
@@ -69,6 +75,10 @@ class RetrofittedFFN(nn.Module):
     def lowrank_levels(self) -> list[FFNDeltas]:
         """The new levels' `FFNDeltas` when they are low-rank changes of the FFN's projections, else `[]`."""
         return [level.mlp for level in self.cms_levels if isinstance(level.mlp, FFNDeltas)]
+
+    def unit_levels(self) -> list[UnitCopy]:
+        """The new levels' `UnitCopy` modules when they copy hidden units of the FFN, else `[]`."""
+        return [level.mlp for level in self.cms_levels if isinstance(level.mlp, UnitCopy)]
 
     def pretrained_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The slowest level's parameters: the FFN's own, outside `cms_levels` and `cms_mixing`."""
@@ -154,6 +164,8 @@ def _retrofit_ffn(
         elif config.init == "lowrank":
             shapes = projection_shapes(ffn, family.projection_names)
             mlp = FFNDeltas(shapes, spec["rank"]).to(reference.device, reference.dtype)
+        elif config.init == "units":
+            mlp = unit_copy_level(ffn, family, model_config, spec["units"])
         else:
             mlp = family.build_ffn(model_config, spec["intermediate_size"]).to(reference.device, reference.dtype)
             if initialiser is not None:
@@ -165,7 +177,7 @@ def _retrofit_ffn(
     ffn.level_tag = checked_tag(1, first["period"], first["lr_scale"])
     ffn.cms_levels = nn.ModuleList(new_levels)
     ffn.cms_mixing = (
-        LevelMixing(len(config.levels)).to(reference.device, reference.dtype) if config.init == "copy" else None
+        LevelMixing(len(config.levels)).to(reference.device, reference.dtype) if config.init in MIXED_INITS else None
     )
     ffn.train(ffn.training)  # new modules start in training mode; follow the model's mode
     if first["period"] is None:

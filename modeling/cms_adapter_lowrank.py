@@ -99,15 +99,8 @@ def _add_deltas(
     return output + sum(delta(inputs) for delta in deltas)
 
 
-def fold_deltas(ffn: nn.Module, plain: nn.Module, levels: Sequence[FFNDeltas]) -> nn.Module:
-    """`plain` (a copy of the FFN's class and width) given the pretrained weights plus every level's change."""
-    plain.load_state_dict(
-        {
-            name: tensor
-            for name, tensor in ffn.state_dict().items()
-            if not name.startswith(("cms_levels.", "cms_mixing."))
-        }
-    )
+def fold_deltas(plain: nn.Module, levels: Sequence[FFNDeltas]) -> nn.Module:
+    """`plain` (a plain copy of the pretrained FFN) with every level's change added to its projections."""
     with torch.no_grad():
         for name in levels[0].deltas:
             projection = getattr(plain, name)

@@ -25,7 +25,7 @@ def load_example(name: str):
     return module
 
 
-@pytest.mark.parametrize("init", ["zero", "lowrank", "copy"])
+@pytest.mark.parametrize("init", ["zero", "lowrank", "units", "copy"])
 def test_the_memory_calculator_counts_what_a_real_retrofitted_model_holds(init):
     rank_memory = load_example("rank_memory")
     config, adapter = tiny_family_config("llama"), hf_hope.CMSConfig(init=init, intermediate_size=16)

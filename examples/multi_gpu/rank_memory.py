@@ -1,5 +1,5 @@
 """The memory one rank needs to train a retrofitted model, under DDP and FSDP2, for SmolLM2-135M, Llama-3.2-1B and
-Llama-3.1-8B with the default CMS adapter (and the low-rank and copy inits for comparison).
+Llama-3.1-8B with the default CMS adapter (unit copies; and the zero, low-rank and copy inits for comparison).
 
     python examples/multi_gpu/rank_memory.py [--ranks 2 8] [--dtype_bytes 2]
 
@@ -39,6 +39,7 @@ FIELDS = (
 MODELS = {name: LlamaConfig(**dict(zip(FIELDS, shape, strict=True))) for name, shape in SHAPES.items()}
 ADAPTERS = {
     "default": hf_hope.CMSConfig(),
+    "zero w128": hf_hope.CMSConfig(init="zero"),
     "lowrank r8": hf_hope.CMSConfig(init="lowrank"),
     "copy init": hf_hope.CMSConfig(init="copy"),
 }

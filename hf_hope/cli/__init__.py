@@ -90,7 +90,7 @@ COMMANDS = {
         "config file)",
         "Fine-tune the model on each task of the stream in turn with every strategy (full, lora, cms, ffn, "
         "replay, ewc, cms+replay, joint; several learning rates and --seeds each), evaluate all tasks and the "
-        "retention text after each one, and write to output_dir: results.json, comparison.csv/.md (final "
+        "retention set after each one, and write to output_dir: results.json, comparison.csv/.md (final "
         "average, forgetting, transfer, plasticity, retention; mean and std over seeds), plots/ (R heatmaps, "
         "per-task curves, the Pareto plot; needs the plots extra) and a model card next to every saved model. "
         "Runs resume where they stopped. Settings come from "

@@ -123,10 +123,18 @@ class ContinualExperimentSettings:
     retention: str = field(
         default="auto",
         metadata={
-            "help": "general text never trained on whose perplexity before and after the stream gives `retention`: "
-            "a path (any --tasks format, --text_column), none, or auto: with a built-in stream the Python "
+            "help": "data never trained on whose score before and after the stream gives `retention` (1.0: general "
+            "ability kept, < 1: lost): a path (any --tasks format, --text_column), scored by perplexity, or by "
+            "accuracy with --retention_label_column; none; or auto: with a built-in stream the Python "
             "documentation's prose (`hf-hope prepare-data --benchmark retention`; skipped with a warning when the "
             "documentation is not installed), with --tasks none"
+        },
+    )
+    retention_label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "the column of labels (strings or ints) of the --retention PATH file, which is then scored by "
+            "accuracy among its own labels (retention = accuracy after / before); None: by perplexity"
         },
     )
 
@@ -136,6 +144,11 @@ class ContinualExperimentSettings:
             raise ValueError("--tasks and --stream are exclusive: give the user's tasks or a stream, not both.")
         if self.tasks is None and (self.label_column is not None or self.text_column != "text"):
             raise ValueError("--text_column and --label_column apply to --tasks only: give the files with --tasks.")
+        if self.retention_label_column is not None and self.retention in ("auto", "none"):
+            raise ValueError(
+                f"--retention_label_column applies to a labelled --retention PATH, but --retention is "
+                f"{self.retention}: give the labelled file with --retention PATH, or drop --retention_label_column."
+            )
         if self.tasks is not None and len(self.tasks) < 2:
             raise ValueError(f"--tasks needs at least two paths (one task each), got {self.tasks}.")
         if not 0 < self.validation_fraction < 1:
@@ -310,11 +323,12 @@ def load_user_tasks(experiment: ContinualExperimentSettings) -> ExperimentTasks:
 
 
 def load_retention_set(experiment: ContinualExperimentSettings) -> DatasetDict | None:
-    """The `--retention` text: the user's file, the prose set (auto, built-in streams), or None."""
+    """The `--retention` data: the user's file (labelled with `--retention_label_column`), the prose set (auto,
+    built-in streams), or None."""
     if experiment.retention == "none" or (experiment.retention == "auto" and experiment.tasks is not None):
         return None
     if experiment.retention != "auto":
-        return load_retention_text(experiment.retention, experiment.text_column)
+        return load_retention_text(experiment.retention, experiment.text_column, experiment.retention_label_column)
     return load_retention_if_available(excerpts=experiment.excerpts, cache_dir=experiment.data_cache_dir)
 
 

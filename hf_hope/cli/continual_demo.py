@@ -24,9 +24,9 @@ from ..smollm2 import SMOLLM2_MODEL_ID, cached_smollm2
 
 # The strategies compared, each with the learning rate chosen for it on this stream (see the README's table).
 FULL = ContinualSettings(strategy="full", learning_rate=1e-4)
-CMS = ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="copy", cms_periods=[16, 1])
+CMS = ContinualSettings(strategy="cms", learning_rate=1e-3, cms_init="units", cms_periods=[16, 1])
 
-# Lengths: the full demo takes about 10 minutes on two CPU cores, --quick about 3 (most of it loading). The
+# Lengths: the full demo takes about 5 minutes on two CPU cores, --quick about 3 (most of it loading). The
 # benchmark (benchmarks/bench_continual_domains.py) trains twice as long per domain.
 SIZES = {
     False: {"steps_per_task": 16, "batch_size": 4, "block_size": 128, "max_eval_blocks": 16},

@@ -29,11 +29,16 @@ class RetrofitSettings:
     )
     width: int = field(default=128, metadata={"help": "hidden width of each new level (init zero)"})
     rank: int = field(default=8, metadata={"help": "rank of each new level (init lowrank)"})
+    units: float = field(
+        default=0.08,
+        metadata={"help": "hidden units each new level copies (init units): a count, or a share of the FFN in (0, 1)"},
+    )
     init: Literal[INIT_MODES] = field(
-        default="zero",
+        default="units",
         metadata={
-            "help": "zero: new narrow levels whose output starts at zero; copy: levels copy the FFN; lowrank: each "
-            "level a low-rank change of the FFN's projections, starting at zero"
+            "help": "units: each new level a copy of the FFN's highest-scoring hidden units, mixed with it; zero: "
+            "new narrow levels whose output starts at zero; copy: levels copy the FFN; lowrank: each level a "
+            "low-rank change of the FFN's projections, starting at zero"
         },
     )
     layers: str | None = field(
@@ -43,8 +48,8 @@ class RetrofitSettings:
     cms_config: str | None = field(
         default=None,
         metadata={
-            "help": "JSON file of CMSConfig fields (levels, init, intermediate_size, rank, layers); replaces the "
-            "five flags above"
+            "help": "JSON file of CMSConfig fields (levels, init, intermediate_size, rank, units, layers); replaces "
+            "the six flags above"
         },
     )
     adapter_only: bool = field(
@@ -78,6 +83,7 @@ class RetrofitSettings:
             init=self.init,
             intermediate_size=self.width,
             rank=self.rank,
+            units=self.units,
             layers=parse_layers(self.layers),
         )
 
@@ -108,6 +114,8 @@ def run_retrofit(settings: RetrofitSettings) -> Path:
         "the base model computes",
         "lowrank": "Each new level is a low-rank change of the pretrained FFN's projections that starts at zero, so "
         "the model computes exactly what the base model computes",
+        "units": "Each new level is a copy of some of the pretrained FFN's hidden units, mixed with them, so the "
+        "model computes exactly what the base model computes",
     }[config.init]
 
     def write(folder: Path) -> None:

@@ -28,7 +28,7 @@ from .strategies import (
     save_task_model,
     strategy_callbacks,
 )
-from .user_tasks import UserTasks, load_tasks
+from .user_tasks import UserTasks, load_retention_text, load_tasks
 
 __all__ = [
     "STRATEGIES",
@@ -45,6 +45,7 @@ __all__ = [
     "format_comparison",
     "get_strategy",
     "group_blocks",
+    "load_retention_text",
     "load_tasks",
     "load_task_model",
     "metric_direction",

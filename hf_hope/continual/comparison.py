@@ -1,11 +1,13 @@
 """The comparison of an experiment's runs: one row per run, the mean and std over seeds per group, the chosen rate.
 
 A run is named `<group>` or `<group>/seed_<n>`: the runs of one group differ by their seed only, so a group is one
-configuration (a strategy and its learning rate) and its runs are repeats of it. `comparison_rows` gives one row per
-run; `group_rows` the mean and the sample standard deviation (ddof=1; None, not 0, for a group of one run) over a
-group's runs of every numeric figure of the rows: the summary's means (any numeric key of the summary, so a figure
-added to it later is picked up), the final score on each task and the training seconds. `choose_learning_rates`
-picks one group per strategy by `CHOSEN_RULE`. `format_comparison` and `comparison_csv` write it all out.
+configuration (a strategy and its learning rate) and its runs are repeats of it. A group's method is its strategy,
+or, for a strategy with a `variant_setting` set to another value than its default, the strategy and that value (`cms
+(lowrank)`): CMS level types are compared as methods of their own. `comparison_rows` gives one row per run;
+`group_rows` the mean and the sample standard deviation (ddof=1; None, not 0, for a group of one run) over a group's
+runs of every numeric figure of the rows: the summary's means (any numeric key of the summary, so a figure added to
+it later is picked up), the final score on each task and the training seconds. `choose_learning_rates` picks one
+group per method by `CHOSEN_RULE`. `format_comparison` and `comparison_csv` write it all out.
 """
 
 import csv
@@ -16,6 +18,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .settings import ContinualSettings
+from .strategies import get_strategy
+
 SUMMARY_COLUMNS = (
     ("final_average", "final average"),
     ("relative_forgetting", "relative forgetting"),
@@ -24,13 +29,13 @@ SUMMARY_COLUMNS = (
     ("forward_transfer", "forward transfer"),
     ("plasticity", "plasticity"),
 )
-ROW_LABELS = ("run", "group", "seed", "strategy", "learning_rate")  # what a row is, not what it measured
+ROW_LABELS = ("run", "group", "seed", "strategy", "method", "learning_rate")  # what a row is, not what it measured
 PLASTICITY_TOLERANCE = 0.02
 CHOSEN_RULE = (
-    "Chosen learning rate per strategy: among the strategy's groups whose mean plasticity is within "
-    f"{PLASTICITY_TOLERANCE:.0%} (relative) of the best mean plasticity of the full fine-tuning groups (of the "
-    "strategy's own groups when there is no full run), or better, the one with the lowest mean {forgetting}; when "
-    "none is within, the one with the best mean plasticity (marked 'none within')."
+    "Chosen learning rate per method (a strategy, or a CMS level type): among the method's groups whose mean "
+    f"plasticity is within {PLASTICITY_TOLERANCE:.0%} (relative) of the best mean plasticity of the full "
+    "fine-tuning groups (of the method's own groups when there is no full run), or better, the one with the lowest "
+    "mean {forgetting}; when none is within, the one with the best mean plasticity (marked 'none within')."
 )
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*")
 _SEEDED_NAME = re.compile(r"(?P<group>.+)/seed_(?P<seed>0|[1-9][0-9]*)")
@@ -63,7 +68,8 @@ def comparison_rows(experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
         summary = run["summary"]
         group, seed = split_run_name(name)
         learning_rate = (run.get("settings") or {}).get("learning_rate")
-        row = {"run": name, "group": group, "seed": seed, "strategy": run["strategy"], "learning_rate": learning_rate}
+        row = {"run": name, "group": group, "seed": seed, "strategy": run["strategy"], "method": method_of(run)}
+        row["learning_rate"] = learning_rate
         row.update({key: summary.get(key) for key, _ in SUMMARY_COLUMNS})
         row.update({key: summary.get(key) for key in extra})
         finals = zip(experiment["tasks"], summary["final_per_task"], strict=True)
@@ -71,6 +77,20 @@ def comparison_rows(experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["train_seconds"] = sum(timing["train_seconds"] for timing in run["timings"])
         rows.append(row)
     return rows
+
+
+def method_of(run: Mapping[str, Any]) -> str:
+    """The run's strategy, followed by its `variant_setting`'s value in parentheses where that is not the default."""
+    setting = get_strategy(run["strategy"]).variant_setting
+    return method_name(run["strategy"], (run.get("settings") or {}).get(setting) if setting else None)
+
+
+def method_name(strategy: str, variant: Any) -> str:
+    """`strategy`, or `strategy (variant)` when `variant` is given and is not its `variant_setting`'s default."""
+    setting = get_strategy(strategy).variant_setting
+    if variant is None or setting is None or variant == getattr(ContinualSettings(), setting):
+        return strategy
+    return f"{strategy} ({variant})"
 
 
 def extra_summary_keys(summaries: Any) -> list[str]:
@@ -98,6 +118,7 @@ def group_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry = {
             "group": group,
             "strategy": members[0]["strategy"],
+            "method": members[0].get("method", members[0]["strategy"]),
             "learning_rate": members[0]["learning_rate"],
             "runs": [row["run"] for row in members],
             "seeds": [row["seed"] for row in members],
@@ -130,14 +151,14 @@ def forgetting_key(groups: Sequence[Mapping[str, Any]]) -> str:
 def choose_learning_rates(
     groups: Sequence[Mapping[str, Any]], higher_is_better: bool, tolerance: float = PLASTICITY_TOLERANCE
 ) -> dict[str, Any]:
-    """One group per strategy by `CHOSEN_RULE`, from the groups' mean plasticity and mean forgetting.
+    """One group per method by `CHOSEN_RULE`, from the groups' mean plasticity and mean forgetting.
 
     The reference is the best mean plasticity (highest if `higher_is_better`, else lowest) of the `full` groups, or
-    of the strategy's own groups when there is no `full` group; a group is within when its plasticity is at most
+    of the method's own groups when there is no `full` group; a group is within when its plasticity is at most
     `tolerance * |reference|` worse than it. Among those, the lowest mean forgetting (`forgetting_key`) wins (the
     first on ties); when none is within, the best plasticity, with `within` False.
 
-    Returns `{"rule", "forgetting", "reference", "strategies": {strategy: {"group", "learning_rate",
+    Returns `{"rule", "forgetting", "reference", "strategies": {method: {"group", "learning_rate",
     "plasticity", "forgetting", "reference_plasticity", "within"}}}`; `reference` is "full" or None.
     """
     forgetting = forgetting_key(groups)
@@ -145,7 +166,7 @@ def choose_learning_rates(
     full = [group["mean"]["plasticity"] for group in groups if group["strategy"] == "full"]
     strategies: dict[str, list[Mapping[str, Any]]] = {}
     for group in groups:
-        strategies.setdefault(group["strategy"], []).append(group)
+        strategies.setdefault(group.get("method", group["strategy"]), []).append(group)
     chosen = {}
     for strategy, members in strategies.items():
         plasticities = [group["mean"]["plasticity"] for group in members]

@@ -47,6 +47,7 @@ from .comparison import (
 from .pareto import PARETO_NAME, write_pareto_plot
 from .plots import CURVES_NAME, PLOTS_DIR, matrix_plot_name, run_title, write_plots
 from .progress import evaluation_line
+from .retention import retention_ratio
 from .run_folder import RESULTS_NAME, refuse_several_processes, task_dir, write_json
 from .runner import Tasks, check_tasks, is_finished, retention_set, run_continual, run_identity, task_pairs
 from .settings import ContinualSettings
@@ -263,12 +264,13 @@ def model_results_table(run: Mapping[str, Any], last_row: int, metric: str) -> s
             f"| {label} | " + " | ".join(f"{value:.4g}" for value in scores) + f" | {sum(scores) / len(scores):.4g} |"
         )
     if run.get("retention"):  # scores[0] is the base model's, scores[i + 1] the one after training run i
-        scores = run["retention"]["scores"]
+        retention_metric, higher_is_better = metric_direction(run["retention"])
+        base, after = run["retention"]["scores"][0], run["retention"]["scores"][last_row + 1]
         lines += [
             "",
-            f"General text never trained on (the retention set): perplexity {scores[0]:.4g} before training, "
-            f"{scores[last_row + 1]:.4g} after {run['timings'][last_row]['task']} "
-            f"(retention {scores[0] / scores[last_row + 1]:.3f}).",
+            f"General text never trained on (the retention set): {retention_metric} {base:.4g} before training, "
+            f"{after:.4g} after {run['timings'][last_row]['task']} "
+            f"(retention {retention_ratio(base, after, higher_is_better):.3f}).",
         ]
     return "\n".join(lines)
 

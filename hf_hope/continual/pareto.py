@@ -1,11 +1,12 @@
-"""`pareto.png`: plasticity against forgetting, one point per group of an experiment, each strategy's frontier.
+"""`pareto.png`: plasticity against forgetting, one point per group of an experiment, each method's frontier.
 
 x is the mean plasticity (the score right after learning each task), y the mean relative forgetting, or the
-forgetting when a group lacks a finite relative forgetting (`forgetting_key`; the axis label says which), both
-means over the group's seeds with their sample std as error bars. Each strategy has its colour, and its Pareto
-frontier (the groups no other group of that strategy beats on both axes) is drawn as a line: the learning rates
-worth considering. Lower forgetting is always better; the plasticity's better direction is the metric's
-(lower perplexity, higher accuracy). Drawn with `matplotlib.figure.Figure`, as in `plots`.
+forgetting when a group lacks a finite relative forgetting (`forgetting_key`; the axis label says which), both means
+over the group's seeds with their sample std as error bars. Each method (a strategy, or a CMS level type:
+`comparison.method_of`) has its colour, and its Pareto frontier (the groups no other group of that method beats on
+both axes) is drawn as a line: the learning rates worth considering. Lower forgetting is always better; the
+plasticity's better direction is the metric's (lower perplexity, higher accuracy). Drawn with
+`matplotlib.figure.Figure`, as in `plots`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -35,17 +36,17 @@ def pareto_frontier(points: Sequence[tuple[float, float]], higher_is_better: boo
 
 
 def pareto_figure(groups: Sequence[Mapping[str, Any]], metric: str, higher_is_better: bool) -> Any:
-    """The figure: one point per group (mean ± std over seeds), a colour and a frontier line per strategy."""
+    """The figure: one point per group (mean ± std over seeds), a colour and a frontier line per method."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     forgetting = forgetting_key(groups)
-    strategies = list(dict.fromkeys(group["strategy"] for group in groups))
-    palette = colormaps["tab10" if len(strategies) <= 10 else "tab20"]
+    methods = list(dict.fromkeys(group.get("method", group["strategy"]) for group in groups))
+    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"]
     figure = Figure(figsize=(7, 5), layout="constrained")
     axes = figure.subplots()
-    for index, strategy in enumerate(strategies):
-        members = [group for group in groups if group["strategy"] == strategy]
+    for index, method in enumerate(methods):
+        members = [group for group in groups if group.get("method", group["strategy"]) == method]
         points = [(group["mean"]["plasticity"], group["mean"][forgetting]) for group in members]
         color = palette(index % palette.N)
         axes.errorbar(
@@ -56,7 +57,7 @@ def pareto_figure(groups: Sequence[Mapping[str, Any]], metric: str, higher_is_be
             fmt="o",
             color=color,
             capsize=3,
-            label=strategy,
+            label=method,
         )
         for group, (x, y) in zip(members, points, strict=True):
             axes.annotate(group["group"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
@@ -67,7 +68,7 @@ def pareto_figure(groups: Sequence[Mapping[str, Any]], metric: str, higher_is_be
     axes.set_ylabel(f"{forgetting.replace('_', ' ')} (lower is better)")
     axes.set_title("Plasticity against forgetting (mean ± std over seeds; lines: Pareto frontiers)")
     axes.grid(alpha=0.3)
-    axes.legend(title="strategy", fontsize="small")
+    axes.legend(title="method", fontsize="small")
     return figure
 
 

@@ -44,23 +44,33 @@ def write_json(path: Path, values: dict[str, Any]) -> None:
 
 
 def start_or_resume(
-    run_dir: Path, settings: dict[str, Any], task_names: list[str], defaults: Mapping[str, Any] | None = None
+    run_dir: Path,
+    settings: dict[str, Any],
+    task_names: list[str],
+    defaults: Mapping[str, Any] | None = None,
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The saved progress of `run_dir` (a fresh one if there is none); refuses a folder of another run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    progress = saved_progress(run_dir, settings, task_names, defaults)
+    progress = saved_progress(run_dir, settings, task_names, defaults, ignored)
     if progress is None:
         return {"format": FORMAT_VERSION, "settings": settings, "tasks": task_names, "rows": [], "timings": []}
     return progress
 
 
 def saved_progress(
-    run_dir: Path, settings: dict[str, Any], task_names: list[str], defaults: Mapping[str, Any] | None = None
+    run_dir: Path,
+    settings: dict[str, Any],
+    task_names: list[str],
+    defaults: Mapping[str, Any] | None = None,
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any] | None:
     """The progress saved in `run_dir` (None if none); a ValueError if it is a run of other settings or tasks.
 
     A setting the saved run does not record counts as its value in `defaults`, so that a run saved before a
-    setting was added resumes under that setting's default (which keeps the behaviour of before). Cheap (no
+    setting was added resumes under that setting's default (which keeps the behaviour of before). Settings whose
+    names start with one of `ignored` (another strategy's, which this run does not read) are not compared, so that
+    a changed default of, say, the CMS level type leaves full fine-tuning's saved runs resumable. Cheap (no
     model, no data), so an experiment checks every run's folder before it trains any.
     """
     path = run_dir / PROGRESS_NAME
@@ -69,7 +79,9 @@ def saved_progress(
     progress = json.loads(path.read_text())
     saved = {**(defaults or {}), **progress["settings"]}
     differing = sorted(
-        key for key in set(settings) | set(saved) if settings.get(key, "<missing>") != saved.get(key, "<missing>")
+        key
+        for key in set(settings) | set(saved)
+        if settings.get(key, "<missing>") != saved.get(key, "<missing>") and not key.startswith(ignored)
     )
     if differing:
         changes = ", ".join(f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}" for key in differing)

@@ -26,6 +26,8 @@ of the stream (higher is better; `results["metric"] == "accuracy"`).
 
 With `retention=` (a general text no task holds, `hf_hope.continual.retention`), its perplexity is measured before
 training and after each training run too, and the results report `retention`: base perplexity / final perplexity.
+Labelled retention data (a `datasets.ClassLabel` `label` column) is scored by accuracy instead, and `retention` is
+final accuracy / base accuracy (a set on which the base model scores 0 is refused before any training).
 """
 
 import json
@@ -49,7 +51,15 @@ from ..metrics import continual_learning_summary
 from .blocks import LanguageModellingStream, Tokenizer
 from .classification import ClassificationSettings, ClassificationStream
 from .progress import TrainingProgress
-from .retention import RetentionSet, retention_summary
+from .retention import (
+    GeneralSet,
+    LabelledRetentionSet,
+    RetentionSet,
+    as_split,
+    check_base_score,
+    class_label_names,
+    retention_summary,
+)
 from .run_folder import (
     MATRIX_NAME,
     PROGRESS_NAME,
@@ -96,8 +106,10 @@ def run_continual(
         classification: for labelled tasks, how labels become text and are scored; None: language modelling.
         on_evaluation: called after each evaluation with what the model has learnt ("before training", "after
             code", ...), the metric and `{task: score}`, e.g. to print a line; a run read back makes no calls.
-        retention: a text never trained on (a `validation` split with a `text` column, or a Dataset), e.g.
-            `hf_hope.data.load_retention()`, whose perplexity measures how much general ability the stream costs.
+        retention: data never trained on (a `validation` split with a `text` column, or a Dataset), e.g.
+            `hf_hope.data.load_retention()`, whose perplexity measures how much general ability the stream costs;
+            with a `datasets.ClassLabel` `label` column too (`load_retention_text(path, label_column=...)`), its
+            accuracy among its own labels instead.
     """
     run_dir = Path(run_dir)
     task_list = task_pairs(tasks)
@@ -134,7 +146,7 @@ def is_finished(
 ) -> bool:
     """Whether `run_dir` holds the finished run of `identity` (cheap: no model, no data); refuses another run's."""
     names = [name for name, _ in tasks]
-    progress = saved_progress(run_dir, identity, names, SETTING_DEFAULTS)
+    progress = saved_progress(run_dir, identity, names, SETTING_DEFAULTS, ignored_settings(settings.strategy))
     units = get_strategy(settings.strategy).training_units(names, settings.steps_per_task)
     return progress is not None and (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units)
 
@@ -159,14 +171,14 @@ def _run_locked(
     callbacks: Sequence[TrainerCallback],
     classification: ClassificationSettings | None,
     on_evaluation: EvaluationHook | None,
-    general: RetentionSet | None,
+    general: GeneralSet | None,
     identity: dict[str, Any],
     stream: LanguageModellingStream | ClassificationStream | None,
 ) -> dict[str, Any]:
     """`run_continual` once it holds `run_dir`'s lock (`stream`: the tasks as built before, None if finished then)."""
     tidy_run_folder(run_dir)
     names = [name for name, _ in task_list]
-    progress = start_or_resume(run_dir, identity, names, SETTING_DEFAULTS)
+    progress = start_or_resume(run_dir, identity, names, SETTING_DEFAULTS, ignored_settings(settings.strategy))
     strategy = get_strategy(settings.strategy)
     units = strategy.training_units(names, settings.steps_per_task)
     if (run_dir / RESULTS_NAME).is_file() and len(progress["rows"]) == len(units):
@@ -190,6 +202,8 @@ def _run_locked(
         with library_bars_hidden():
             model = strategy.prepare(model_factory(), settings).to(device)
         progress["initial"] = evaluate_all(model, "before training")
+        if general is not None:
+            check_base_score(general, progress["retention"][0])
     else:
         saved = task_dir(run_dir, done - 1)
         if not saved.is_dir():
@@ -225,7 +239,7 @@ def _run_locked(
         write_json(run_dir / PROGRESS_NAME, progress)
         if not settings.keep_task_models and index > 0:
             shutil.rmtree(task_dir(run_dir, index - 1), ignore_errors=True)
-    return _finish(run_dir, progress, strategy, names, stream.metric, stream.higher_is_better)
+    return _finish(run_dir, progress, strategy, names, stream.metric, stream.higher_is_better, general)
 
 
 def task_pairs(tasks: Tasks) -> list[tuple[str, DatasetDict]]:
@@ -240,10 +254,14 @@ def task_pairs(tasks: Tasks) -> list[tuple[str, DatasetDict]]:
 def run_identity(
     settings: ContinualSettings,
     classification: ClassificationSettings | None,
-    retention: RetentionSet | None = None,
+    retention: GeneralSet | None = None,
 ) -> dict[str, Any]:
-    """What ties a run folder to its settings (as JSON values): a run resumes only under the same identity."""
-    identity = json.loads(json.dumps(settings.to_dict()))
+    """What ties a run folder to its settings (as JSON values): a run resumes only under the same identity.
+
+    Another strategy's settings (`ignored_settings`) are left out: they do not change what this run computes.
+    """
+    ignored = ignored_settings(settings.strategy)
+    identity = {key: value for key, value in _json_settings(settings).items() if not key.startswith(ignored)}
     if classification is not None:
         identity["classification"] = classification.identity()
     if retention is not None:
@@ -251,16 +269,31 @@ def run_identity(
     return identity
 
 
+def ignored_settings(strategy: str) -> tuple[str, ...]:
+    """The prefixes of the strategy-specific settings `strategy` does not read (`Strategy.settings_prefixes`)."""
+    reads = get_strategy(strategy).settings_prefixes
+    return tuple(prefix for prefix in STRATEGY_SETTING_PREFIXES if prefix not in reads)
+
+
+def _json_settings(settings: ContinualSettings) -> dict[str, Any]:
+    return json.loads(json.dumps(settings.to_dict()))
+
+
+# The settings that belong to one strategy or another (CMS levels, LoRA, replay, EWC), by name prefix.
+STRATEGY_SETTING_PREFIXES = ("cms_", "lora_", "replay_", "ewc_")
 # What a run saved before a setting existed used for it: that setting's default.
-SETTING_DEFAULTS = run_identity(ContinualSettings(), None)
+SETTING_DEFAULTS = _json_settings(ContinualSettings())
 
 
 def retention_set(
     retention: Dataset | DatasetDict | None, tokenizer: Tokenizer, settings: ContinualSettings
-) -> RetentionSet | None:
-    """The retention text cut into blocks as the run's validation blocks are (None: no retention set)."""
+) -> GeneralSet | None:
+    """The retention set (None: none): labelled data (a ClassLabel `label` column) as examples scored by accuracy,
+    else the text cut into blocks as the run's validation blocks are, scored by perplexity."""
     if retention is None:
         return None
+    if class_label_names(as_split(retention)) is not None:
+        return LabelledRetentionSet(retention, tokenizer)
     return RetentionSet(retention, tokenizer, settings.block_size, settings.max_eval_blocks, settings.eval_batch_size)
 
 
@@ -343,6 +376,7 @@ def _finish(
     names: list[str],
     metric: str,
     higher_is_better: bool,
+    general: GeneralSet | None,
 ) -> dict[str, Any]:
     rows = progress["rows"]
     matrix = strategy.result_matrix(rows, len(names))
@@ -356,8 +390,8 @@ def _finish(
         "joint_row_repeated": strategy.trains_jointly,
         "summary": continual_learning_summary(matrix, higher_is_better=higher_is_better, initial=progress["initial"]),
     }
-    if "retention" in progress:
-        results["retention"] = retention_summary(progress["retention"])
+    if general is not None:  # the run's identity ties it to this set, so `progress` holds its scores
+        results["retention"] = retention_summary(progress["retention"], general.metric, general.higher_is_better)
         results["summary"]["retention"] = results["retention"]["retention"]
     write_text_atomically(run_dir / MATRIX_NAME, matrix_csv(matrix, names))
     write_json(run_dir / RESULTS_NAME, results)

@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers.trainer_utils import SchedulerType
 
-from ..conversion.cms_config import INIT_MODES
+from ..conversion.cms_config import INIT_MODES, MIXED_INITS, checked_level_size
 from ..modeling.levels import check_lr_scale, check_period
 from .strategies import STRATEGY_REGISTRY, get_strategy
 
@@ -73,12 +73,21 @@ class ContinualSettings:
     )
     cms_width: int = field(default=128, metadata={"help": "hidden width of each new CMS level (cms_init zero)"})
     cms_rank: int = field(default=8, metadata={"help": "rank of each new CMS level (cms_init lowrank)"})
-    cms_init: str = field(
-        default="copy",
+    cms_units: float = field(
+        default=0.08,
         metadata={
-            "help": "copy: each new level starts as a copy of the pretrained FFN, mixed with it (forgets least in "
-            "the domain benchmark); zero: narrow new levels whose output starts at zero; lowrank: each new level "
-            "a rank-cms_rank change of every projection of the pretrained FFN, starting at zero"
+            "help": "hidden units of the pretrained FFN each new CMS level copies (cms_init units): a count, or a "
+            "share of the FFN's width in (0, 1)"
+        },
+    )
+    cms_init: str = field(
+        default="units",
+        metadata={
+            "help": "units: each new level a copy of cms_units of the pretrained FFN's hidden units (the "
+            "highest-scoring), mixed with it (forgets as little as copy in the domain benchmark, for a twelfth of "
+            "the parameters); copy: each new level starts as a copy of the pretrained FFN, mixed with it; zero: "
+            "narrow new levels whose output starts at zero; lowrank: each new level a rank-cms_rank change of "
+            "every projection of the pretrained FFN, starting at zero"
         },
     )
     cms_consolidate: bool = field(
@@ -157,7 +166,8 @@ class ContinualSettings:
             check_period(period, f"cms_periods[{index}]: ", frozen_allowed=False)
         if self.cms_init not in INIT_MODES:
             raise ValueError(f"cms_init={self.cms_init!r} is unknown: choose one of {', '.join(INIT_MODES)}.")
-        if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init == "copy"):
+        self.cms_units = checked_level_size("cms_units", self.cms_units)
+        if self.cms_consolidate and (len(self.cms_periods) < 2 or self.cms_init in MIXED_INITS):
             raise ValueError(
                 "cms_consolidate needs at least two cms_periods (a fast level to fold into a slower one) and "
                 f"cms_init='zero' or 'lowrank'; got cms_periods={self.cms_periods} and cms_init={self.cms_init!r}."

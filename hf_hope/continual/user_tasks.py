@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
 BUILDERS = {".txt": None, ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -68,18 +68,23 @@ def load_tasks(
     return UserTasks(list(zip(names, labelled, strict=True)), label_names)
 
 
-def load_retention_text(path: str | Path, text_column: str = "text") -> DatasetDict:
-    """A general text to measure retention on, from a file or folder in any format `load_tasks` reads.
+def load_retention_text(path: str | Path, text_column: str = "text", label_column: str | None = None) -> DatasetDict:
+    """A general text (or labelled data) to measure retention on, from a file or folder of a format `load_tasks` reads.
 
     Every document of it is scored (train and validation splits alike: it is never trained on), as one `validation`
-    split with a `text` column.
+    split with a `text` column. With `label_column` (not for a .txt file) it also has a `label` column: each label
+    (a string or an int) as an id into the sorted union of the file's labels as strings, a `datasets.ClassLabel`,
+    so that the label names travel with the data and the retention set is scored by accuracy among them.
     """
     path = Path(path)
-    _check_path(path, None)
+    if label_column is not None and label_column == text_column:
+        raise ValueError(f"text_column and label_column are both {text_column!r}: give two different columns.")
+    _check_path(path, label_column)
     if path.suffix.lower() == ".txt" and path.is_file():
         text_column = "text"
-    splits = [_columns(path, split, dataset, text_column, None) for split, dataset in _read(path).items()]
-    return DatasetDict(validation=concatenate_datasets(splits))
+    splits = [_columns(path, split, dataset, text_column, label_column) for split, dataset in _read(path).items()]
+    data = concatenate_datasets(splits)
+    return DatasetDict(validation=data if label_column is None else _with_class_label(data))
 
 
 def _task_names(paths: list[Path]) -> list[str]:
@@ -218,3 +223,11 @@ def _with_label_ids(path: Path, task: dict[str, Dataset], label_names: list[str]
             for split, dataset in task.items()
         }
     )
+
+
+def _with_class_label(dataset: Dataset) -> Dataset:
+    """`dataset` with its string `label` column as a ClassLabel of the sorted labels (each row's id into them)."""
+    names = sorted(set(dataset["label"]))
+    ids = {name: index for index, name in enumerate(names)}
+    labels = [ids[label] for label in dataset["label"]]
+    return dataset.remove_columns("label").add_column("label", labels, feature=ClassLabel(names=names))

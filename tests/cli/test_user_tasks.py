@@ -118,3 +118,22 @@ def test_without_the_python_documentation_there_is_no_retention_set_and_a_warnin
     with caplog.at_level("WARNING"):
         assert load_retention_if_available(cache_dir=str(tmp_path / "data")) is None
     assert "apt-get install python3.11-doc" in caplog.text
+
+
+def test_a_labelled_retention_file_is_scored_by_accuracy(tiny_dir, data_cache, tmp_path):
+    general = tmp_path / "general.jsonl"
+    rows = [{"text": f"Note {index} about {topic}.", "label": topic} for index in range(4) for topic in ("sea", "sky")]
+    general.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = ["continual", "--model", str(tiny_dir), "--data_cache_dir", data_cache, *QUICK_TINY, "--strategies", "full"]
+    main(
+        [*base, "--output_dir", str(tmp_path / "run"), "--retention", str(general), "--retention_label_column", "label"]
+    )
+    retention = json.loads((tmp_path / "run" / "results.json").read_text())["runs"]["full"]["retention"]
+    assert retention["metric"] == "accuracy" and all(0 <= score <= 1 for score in retention["scores"])
+    assert retention["retention"] == retention["scores"][-1] / retention["scores"][0]
+
+
+def test_a_retention_label_column_needs_a_retention_path(capsys):
+    for retention in ([], ["--retention", "none"]):
+        message = fail(["continual", *retention, "--retention_label_column", "label"], capsys)
+        assert "--retention_label_column applies to a labelled --retention PATH" in message

@@ -104,12 +104,19 @@ def test_retrofit_writes_a_loadable_model_or_adapter_with_a_card(tiny_dir, data_
     assert "width=0 is invalid" in fail(
         ["retrofit", "--model", str(tiny_dir), "--output_dir", "x", "--width", "0"], capsys
     )
-    lowrank = tmp_path / "lowrank"
-    main(["retrofit", "--model", str(tiny_dir), "--output_dir", str(lowrank), "--init", "lowrank", "--rank", "2"])
-    model = AutoModelForCausalLM.from_pretrained(lowrank)
-    assert [level["rank"] for level in model.config.cms_adapter["levels"]] == [None, 2, 2]
-    torch.testing.assert_close(model(tokens).logits, base(tokens).logits, rtol=0, atol=0)
-    assert "low-rank change" in ModelCard.load(lowrank / "README.md").text
+    other_types = (("lowrank", "rank", 2, "low-rank change"), ("units", "units", 6, "hidden units, mixed with them"))
+    for init, size, value, card in other_types:
+        folder = tmp_path / init
+        main(
+            ["retrofit", "--model", str(tiny_dir), "--output_dir", str(folder), "--init", init, f"--{size}", str(value)]
+        )
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        assert [level[size] for level in model.config.cms_adapter["levels"]] == [None, value, value]
+        torch.testing.assert_close(model(tokens).logits, base(tokens).logits, rtol=0, atol=0)
+        assert card in ModelCard.load(folder / "README.md").text
+    assert "units=1.5 is invalid" in fail(
+        ["retrofit", "--model", str(tiny_dir), "--output_dir", "x", "--init", "units", "--units", "1.5"], capsys
+    )
 
     (tmp_path / "cms.json").write_text(
         json.dumps({"levels": [{"period": None}, {"period": 8}], "intermediate_size": 8})

@@ -1,13 +1,14 @@
 """One rank of the FSDP2 level-clock test: `torchrun --nproc_per_node=2 -m tests.clock.fsdp_worker OUT_DIR`.
 
 Each rank shards a model with `fully_shard` (every decoder layer, then the root) on the gloo backend and trains it
-with `ClockedOptimizer` over plain SGD, on its half of every global batch. Five runs share one process group:
-a retrofitted tiny Llama trained `MAX_STEPS` steps; the same model sharded only after its clock and optimizer were
-built (as accelerate's FSDP2 `prepare` does); AdamW driven by `LevelClock.tick()`, interrupted, checkpointed with
-torch's distributed state-dict API and resumed; the same model stopped at `INTERRUPTED_AT` (mid-period of the
-slow level), saved (whole weights and the clock's state file) and resumed into a newly built, newly sharded model;
-and a tiny HOPE model. Rank 0 saves `OUT_DIR/result.pt`. `tests/clock/test_level_clock_fsdp.py` runs the same
-functions in one process without sharding, so both set-ups share one definition of the models, data and steps.
+with `ClockedOptimizer` over plain SGD, on its half of every global batch. Six runs share one process group: a
+retrofitted tiny Llama trained `MAX_STEPS` steps, with zero-init levels and with unit copies; the same model sharded
+only after its clock and optimizer were built (as accelerate's FSDP2 `prepare` does); AdamW driven by
+`LevelClock.tick()`, interrupted, checkpointed with torch's distributed state-dict API and resumed; the same model
+stopped at `INTERRUPTED_AT` (mid-period of the slow level), saved (whole weights and the clock's state file) and
+resumed into a newly built, newly sharded model; and a tiny HOPE model. Rank 0 saves `OUT_DIR/result.pt`.
+`tests/clock/test_level_clock_fsdp.py` runs the same functions in one process without sharding, so both set-ups
+share one definition of the models, data and steps.
 """
 
 import os
@@ -37,13 +38,23 @@ SEQUENCE_LENGTH = 12
 SLOW_PERIOD = 4
 # An odd width: FSDP2 cuts the slow level's up and gate projections into shards of 13 and 12 rows.
 ADAPTER = hf_hope.CMSConfig(
-    levels=[{"period": None}, {"period": SLOW_PERIOD, "intermediate_size": 25}, {"period": 1, "intermediate_size": 16}]
+    init="zero",
+    levels=[{"period": None}, {"period": SLOW_PERIOD, "intermediate_size": 25}, {"period": 1, "intermediate_size": 16}],
 )
+
+
+# The default level type: copies of 13 of the 64 hidden units, whose anchors index the sharded pretrained weights.
+UNIT_COPIES = hf_hope.CMSConfig(init="units", units=13, levels=[{"period": None}, {"period": SLOW_PERIOD}, {}])
 
 
 def retrofitted_llama() -> nn.Module:
     """A tiny Llama in float64 with the CMS adapter; attention trains too (untagged, period 1)."""
     return hf_hope.retrofit(tiny_family_model("llama").double(), ADAPTER, freeze_base=False)
+
+
+def llama_with_unit_copies() -> nn.Module:
+    """The same Llama with unit-copy levels (the default type) and their mixing weights."""
+    return hf_hope.retrofit(tiny_family_model("llama").double(), UNIT_COPIES, freeze_base=False)
 
 
 def tiny_hope() -> nn.Module:
@@ -194,6 +205,7 @@ def run_all(output_dir: Path) -> dict[str, Any]:
         "sharded_after_the_clock": sharded_after_the_clock(),
         "adamw": adamw_with_checkpoint(resume_folder),
         "hope": uninterrupted(tiny_hope),
+        "units": uninterrupted(llama_with_unit_copies),
     }
 
 

@@ -128,20 +128,24 @@ def test_fsdp2_is_not_refused():
     _refuse_unsupported_setups(args)
 
 
-def test_lowrank_cms_levels_of_a_retrofitted_model_update_exactly_at_their_periods(tmp_path):
+@pytest.mark.parametrize(
+    ("init", "weight"), [("lowrank", "deltas.up_proj.out_factor.weight"), ("units", "ffn.up_proj.weight")]
+)
+def test_lowrank_and_unit_cms_levels_of_a_retrofitted_model_update_exactly_at_their_periods(tmp_path, init, weight):
     import hf_hope
 
     from ..helpers import tiny_family_model
 
     torch.manual_seed(0)
-    model = hf_hope.retrofit(tiny_family_model("llama"), hf_hope.CMSConfig.from_periods([3, 1], init="lowrank", rank=2))
+    config = hf_hope.CMSConfig.from_periods([3, 1], init=init, rank=2, units=4)
+    model = hf_hope.retrofit(tiny_family_model("llama"), config)
     data = RepeatedBatch(torch.randint(3, 97, (8, 12), generator=torch.Generator().manual_seed(0)), repeats=20)
     recorder = WeightRecorder()
     args = training_arguments(tmp_path, max_steps=7)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[LevelClockCallback(), recorder])
     trainer.train()
-    slow = "model.layers.0.mlp.cms_levels.0.mlp.deltas.up_proj.out_factor.weight"
-    fast = "model.layers.0.mlp.cms_levels.1.mlp.deltas.up_proj.out_factor.weight"
+    slow = f"model.layers.0.mlp.cms_levels.0.mlp.{weight}"
+    fast = f"model.layers.0.mlp.cms_levels.1.mlp.{weight}"
     frozen = "model.layers.0.mlp.up_proj.weight"
     previous = recorder.history[0]
     for step, weights in enumerate(recorder.history[1:], start=2):

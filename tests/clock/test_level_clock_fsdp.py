@@ -38,16 +38,17 @@ def single_process() -> dict[str, Any]:
     return {
         "retrofit": fsdp_worker.uninterrupted(fsdp_worker.retrofitted_llama),
         "hope": fsdp_worker.uninterrupted(fsdp_worker.tiny_hope),
+        "units": fsdp_worker.uninterrupted(fsdp_worker.llama_with_unit_copies),
     }
 
 
-@pytest.mark.parametrize("model", ["retrofit", "hope"])
+@pytest.mark.parametrize("model", ["retrofit", "hope", "units"])
 def test_the_sharded_run_matches_one_process_on_the_same_global_batches(sharded, single_process, model):
     assert sharded[model]["sharded"] and not single_process[model]["sharded"]
     torch.testing.assert_close(sharded[model]["weights"], single_process[model]["weights"], **TOLERANCE)
 
 
-@pytest.mark.parametrize("model", ["retrofit", "hope"])
+@pytest.mark.parametrize("model", ["retrofit", "hope", "units"])
 def test_the_slow_level_changes_only_at_its_period(sharded, model):
     expected = [
         {1: True, fsdp_worker.SLOW_PERIOD: step % fsdp_worker.SLOW_PERIOD == 0}

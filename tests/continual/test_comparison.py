@@ -120,6 +120,26 @@ def test_the_chosen_rate_is_the_least_forgetting_within_two_percent_of_full():
     assert "(none within)" in comparison.format_chosen(chosen)
 
 
+def test_cms_level_types_are_methods_of_their_own():
+    """A lowrank CMS run that forgets least is not the chosen `cms`: each level type is chosen and drawn apart."""
+    default = run("cms", 10.0, 2.0, [11.0, 12.0])
+    lowrank = run("cms", 10.0, 1.0, [11.0, 12.0])
+    lowrank["settings"]["cms_init"] = "lowrank"
+    replayed = run("cms+replay", 10.0, 1.0, [11.0, 12.0])
+    replayed["settings"]["cms_init"] = "zero"
+    result = experiment(
+        {"cms-a": default, "cms-b": lowrank, "full": run("full", 10.0, 3.0, [11.0, 12.0]), "both": replayed}
+    )
+    assert [row["method"] for row in result["comparison"]] == ["cms", "cms (lowrank)", "full", "cms+replay (zero)"]
+    assert result["groups"][1]["method"] == "cms (lowrank)"
+    picks = result["chosen"]["strategies"]
+    assert picks["cms"]["group"] == "cms-a" and picks["cms (lowrank)"]["group"] == "cms-b"
+    assert set(picks) == {"cms", "cms (lowrank)", "full", "cms+replay (zero)"}
+    full = run("full", 10.0, 3.0, [11.0, 12.0])
+    full["settings"]["cms_init"] = "lowrank"  # not a setting of full fine-tuning
+    assert comparison.method_of(full) == "full"
+
+
 def test_the_chosen_rate_for_accuracy_and_without_a_full_run():
     groups = [
         group("cms-a", "cms", 0.80, 0.3, rate=1e-3),  # no relative forgetting: forgetting decides
@@ -143,7 +163,7 @@ def test_the_chosen_rate_is_printed_under_the_comparison_when_a_strategy_has_sev
     assert table.endswith(
         "- full: full-lr0.01 (learning rate 0.01): plasticity 10.1 (reference 10), relative forgetting 5.0%"
     )
-    assert "Chosen learning rate per strategy" in table
+    assert "Chosen learning rate per method" in table
 
 
 @pytest.mark.parametrize(

@@ -134,13 +134,13 @@ def test_cms_learning_rate_scales_give_each_level_its_own_param_group():
     assert build_optimizer(model, settings("cms")) is None  # no scales: Trainer's own AdamW
 
 
-def test_cms_trains_copies_of_the_pretrained_ffn_by_default():
+def test_cms_trains_copies_of_some_of_the_pretrained_ffns_units_by_default():
     model = prepare_model(factory(), settings("cms"))
     base = factory()
     trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    assert trained and all(".cms_levels." in name for name in trained)
-    up = "model.layers.0.mlp.cms_levels.1.mlp.up_proj.weight"
-    torch.testing.assert_close(dict(model.named_parameters())[up], base.model.layers[0].mlp.up_proj.weight)
+    assert trained and all(".cms_levels." in name or ".cms_mixing." in name for name in trained)
+    level = model.model.layers[0].mlp.cms_levels[1].mlp
+    torch.testing.assert_close(level.ffn.up_proj.weight, base.model.layers[0].mlp.up_proj.weight[level.units])
 
 
 @pytest.mark.parametrize(
@@ -192,6 +192,7 @@ RESUMED_SETTINGS = {
     "cms": settings("cms"),
     "cms-consolidate": settings("cms", cms_init="zero", cms_consolidate=True),
     "cms-lowrank-consolidate": settings("cms", cms_init="lowrank", cms_rank=2, cms_consolidate=True),
+    "cms-units": settings("cms", cms_init="units", cms_units=0.25),
 }
 
 
@@ -252,6 +253,22 @@ def test_a_run_saved_before_a_setting_existed_resumes_under_that_settings_defaul
     assert counter.started == 0
     with pytest.raises(ValueError, match="other settings.*cms_rank: 8 -> 4"):
         run_continual(factory, domains, replace(run_settings, cms_rank=4), tmp_path, tokenizer=char_ids)
+
+
+def test_another_strategys_settings_do_not_tie_a_run_folder(domains, tmp_path):
+    """A full fine-tuning run saved when the CMS level type's default was another resumes without retraining."""
+    run_settings = settings("full")
+    results = run_continual(factory, domains, run_settings, tmp_path, tokenizer=char_ids)
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert not any(key.startswith(("cms_", "lora_", "replay_", "ewc_")) for key in progress["settings"])
+    progress["settings"].update(cms_init="copy", lora_rank=4)  # as saved by a version that recorded every setting
+    (tmp_path / "progress.json").write_text(json.dumps(progress))
+    counter = CountTrainings()
+    changed = replace(run_settings, cms_init="zero", lora_rank=16, replay_fraction=0.5)
+    assert run_continual(factory, domains, changed, tmp_path, tokenizer=char_ids, callbacks=[counter]) == results
+    assert counter.started == 0
+    with pytest.raises(ValueError, match="other settings.*learning_rate"):
+        run_continual(factory, domains, replace(run_settings, learning_rate=1e-3), tmp_path, tokenizer=char_ids)
 
 
 def test_texts_become_blocks_with_a_transformers_tokenizer():

@@ -1,4 +1,4 @@
-"""Retention of general ability: the retention set's perplexity before the stream and after each training run."""
+"""Retention of general ability: the retention set's perplexity (or accuracy) before the stream and after each run."""
 
 import io
 import json
@@ -6,15 +6,22 @@ import tarfile
 
 import pytest
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from hf_hope.continual import ContinualSettings, prepare_model, run_continual
+from hf_hope.continual import AnswerTree, ClassificationSettings, ContinualSettings, prepare_model, run_continual
+from hf_hope.continual import retention as retention_module
 from hf_hope.continual.blocks import task_blocks
+from hf_hope.continual.classification import accuracy, answer_ids, task_examples
+from hf_hope.continual.experiment import model_results_table
 from hf_hope.continual.perplexity import perplexity
+from hf_hope.continual.retention import LabelledRetentionSet, RetentionSet, retention_summary
+from hf_hope.continual.runner import retention_set
+from hf_hope.continual.user_tasks import load_retention_text
 from hf_hope.data import MissingSourceError, load_domains, load_retention, sources
 from hf_hope.data.domains import build_retention_set
 
 from ..helpers import tiny_family_model
+from .test_continual_runner import CountTrainings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,6 +64,109 @@ def test_the_retention_set_is_scored_before_training_and_after_each_task(domains
     assert scores[-1] != scores[0]  # training on the stream moved it
     assert results["summary"]["retention"] == pytest.approx(scores[0] / scores[-1])
     assert json.loads((tmp_path / "results.json").read_text())["retention"]["scores"] == scores
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A labelled retention file (three labels, balanced) read as `hf-hope continual --retention_label_column` does."""
+    topics = {"weather": "the rain and the sun", "food": "bread and soup", "sport": "a ball and a goal"}
+    rows = [
+        {"sentence": f"{index}: a note about {about}", "topic": topic}
+        for index in range(5)
+        for topic, about in topics.items()
+    ]
+    path = tmp_path_factory.mktemp("labelled") / "general.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return load_retention_text(path, text_column="sentence", label_column="topic")
+
+
+def test_labelled_retention_is_scored_by_accuracy_after_over_before(domains, labelled, tmp_path):
+    results = run_continual(factory, domains, settings(), tmp_path, tokenizer=char_ids, retention=labelled)
+    retention = results["retention"]
+    assert retention["metric"] == "accuracy" and len(retention["scores"]) == len(domains) + 1
+    assert all(0 <= score <= 1 and (score * 15) % 1 == 0 for score in retention["scores"])  # 15 examples
+    assert retention["retention"] == retention["scores"][-1] / retention["scores"][0]  # higher is better
+    assert results["summary"]["retention"] == retention["retention"]
+    assert results["metric"] == "perplexity"  # the stream's own metric is unchanged
+
+    names = labelled["validation"].features["label"].names
+    config = ClassificationSettings(label_names=names)
+    examples = task_examples("retention", labelled, "validation", char_ids, config, config.max_eval_examples)
+    tree = AnswerTree([answer_ids(label, char_ids, config) for label in range(len(names))], names)
+    base = prepare_model(factory(), settings())
+    assert retention["scores"][0] == accuracy(base, examples, range(len(names)), tree, config.search_width, "cpu")
+
+
+def test_an_interrupted_run_with_labelled_retention_resumes_with_the_same_results(domains, labelled, tmp_path):
+    def run(run_dir, **kwargs):
+        return run_continual(factory, domains, settings(), run_dir, tokenizer=char_ids, retention=labelled, **kwargs)
+
+    reference = run(tmp_path / "reference")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run(tmp_path / "interrupted", callbacks=[CountTrainings(fail_at=2)])
+    counter = CountTrainings()
+    resumed = run(tmp_path / "interrupted", callbacks=[counter])
+    assert counter.started == len(domains) - 1
+    assert resumed["retention"] == reference["retention"] and resumed["matrix"] == reference["matrix"]
+    assert resumed["summary"] == reference["summary"]
+    assert run(tmp_path / "interrupted") == resumed  # a finished run is read back as it was
+    with pytest.raises(ValueError, match="other settings.*retention"):  # the same file scored by perplexity
+        run_continual(
+            factory,
+            domains,
+            settings(),
+            tmp_path / "interrupted",
+            tokenizer=char_ids,
+            retention=labelled.remove_columns("label"),
+        )
+
+
+def test_a_labelled_retention_set_the_base_model_scores_0_on_is_refused_before_training(
+    domains, labelled, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(LabelledRetentionSet, "evaluate", lambda self, model, device: 0.0)
+    counter = CountTrainings()
+    with pytest.raises(ValueError, match="scores accuracy 0 on the labelled retention set.*undefined"):
+        run_continual(
+            factory, domains, settings(), tmp_path, tokenizer=char_ids, retention=labelled, callbacks=[counter]
+        )
+    assert counter.started == 0 and not (tmp_path / "progress.json").exists()
+
+
+def test_the_retention_set_is_labelled_only_with_a_class_label_column(labelled, prose):
+    assert isinstance(retention_set(labelled, char_ids, settings()), LabelledRetentionSet)
+    assert isinstance(retention_set(prose, char_ids, settings()), RetentionSet)
+    ints = DatasetDict(validation=Dataset.from_dict({"text": ["a text " * 10], "label": [1]}))
+    assert isinstance(retention_set(ints, char_ids, settings()), RetentionSet)  # no label names: perplexity
+    with pytest.raises(ValueError, match="ClassLabel `label` column"):
+        LabelledRetentionSet(ints, char_ids)
+    features = Features(text=Value("string"), label=ClassLabel(names=["food"]))
+    one = Dataset.from_dict({"text": ["bread", "soup"], "label": [0, 0]}, features=features)
+    with pytest.raises(ValueError, match=r"one label \('food'\).*at least two labels"):
+        LabelledRetentionSet(one, char_ids)
+    assert len(LabelledRetentionSet(labelled, char_ids, max_examples=4).examples) == 4
+
+
+def test_the_ratio_is_taken_the_right_way_round_for_each_metric():
+    assert retention_summary([10.0, 20.0], "perplexity", False) == {
+        "metric": "perplexity",
+        "scores": [10.0, 20.0],
+        "retention": 0.5,
+    }
+    assert retention_summary([0.8, 0.6, 0.4], "accuracy", True)["retention"] == 0.5
+    assert retention_module.retention_ratio(0.5, 0.0, True) == 0.0  # all lost after training: 0, not an error
+
+
+def test_the_model_card_names_the_retention_metric_and_its_ratio():
+    run = {"tasks": ["a"], "initial": [1.0], "matrix": [[2.0]], "timings": [{"task": "a"}]}
+    accuracy_run = {**run, "retention": {"metric": "accuracy", "scores": [0.8, 0.4], "retention": 0.5}}
+    assert "retention set): accuracy 0.8 before training, 0.4 after a (retention 0.500)." in model_results_table(
+        accuracy_run, 0, "perplexity"
+    )
+    perplexity_run = {**run, "retention": {"metric": "perplexity", "scores": [10.0, 20.0], "retention": 0.5}}
+    assert "perplexity 10 before training, 20 after a (retention 0.500)." in model_results_table(
+        perplexity_run, 0, "perplexity"
+    )
 
 
 def test_a_run_without_retention_reports_none(domains, tmp_path):

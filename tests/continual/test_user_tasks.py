@@ -7,6 +7,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from hf_hope.continual import load_tasks
+from hf_hope.continual.user_tasks import load_retention_text
 
 TEXTS = [f"document number {index}, about topic {index % 3}" for index in range(10)]
 
@@ -158,3 +159,30 @@ def test_an_empty_split_of_a_folder_is_an_error(tmp_path):
     DatasetDict(train=train, validation=train.filter(lambda row: False)).save_to_disk(tmp_path / "hollow")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'hollow'} has no documents in its validation split")):
         load_tasks([tmp_path / "hollow", write_txt(tmp_path / "b.txt", TEXTS)])
+
+
+def test_a_labelled_retention_file_loads_with_its_label_names(tmp_path):
+    rows = [{"text": f"text {index}", "y": ["no", 3, "yes"][index % 3], "noise": index} for index in range(6)]
+    loaded = load_retention_text(write_jsonl(tmp_path / "general.jsonl", rows), label_column="y")
+    assert list(loaded) == ["validation"]
+    split = loaded["validation"]
+    assert split.column_names == ["text", "label"]
+    assert split.features["label"].names == ["3", "no", "yes"]  # the file's labels, as strings, sorted
+    assert split["text"] == [row["text"] for row in rows]
+    assert [split.features["label"].int2str(label) for label in split["label"]] == [str(row["y"]) for row in rows]
+    unlabelled = load_retention_text(tmp_path / "general.jsonl")["validation"]
+    assert unlabelled.column_names == ["text"]  # without label_column: the text only, scored by perplexity
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("rows.jsonl", {"text_column": "body", "label_column": "y"}, "{}/rows.jsonl has no column 'y'"),
+        ("floats.jsonl", {"label_column": "label"}, "{}/floats.jsonl: row 0 of the train split has label 1.5"),
+        ("good.txt", {"label_column": "label"}, "{}/good.txt is a .txt file, which has no label column 'label'"),
+        ("labelled.jsonl", {"label_column": "text"}, "text_column and label_column are both 'text'"),
+    ],
+)
+def test_a_bad_or_missing_retention_label_column_is_a_clear_error(bad_inputs, name, options, message):
+    with pytest.raises(ValueError, match=message.replace("{}", re.escape(str(bad_inputs)))):
+        load_retention_text(bad_inputs / name, **options)

@@ -13,7 +13,7 @@ from hf_hope.conversion import CMS_CONFIG_NAME, CMS_WEIGHTS_NAME, RetrofittedFFN
 from ..helpers import tiny_family_config, tiny_family_model, tiny_model
 
 FAMILIES = hf_hope.SUPPORTED_MODEL_TYPES
-INITS = ["zero", "copy", "lowrank"]
+INITS = ["zero", "copy", "lowrank", "units"]
 INPUT_IDS = torch.tensor([[5, 17, 3, 99, 42, 7, 64, 2, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
 
 
@@ -38,6 +38,8 @@ def test_retrofit_preserves_logits(model_type, init):
     hf_hope.retrofit(model, hf_hope.CMSConfig(init=init))
     assert type(model).__name__ == "CMS" + type(tiny_family_model(model_type)).__name__
     assert (logits(model) - reference).abs().max() <= 1e-5
+    if init in ("lowrank", "units"):  # the changes are exactly zero at init
+        assert torch.equal(logits(model), reference)
 
 
 @pytest.mark.parametrize("init", INITS)
@@ -53,7 +55,10 @@ def test_unretrofit_folds_trained_levels_exactly(model_type, init):
     assert not hasattr(model.config, "cms_adapter") and model.config.model_type == model_type
     assert (logits(model) - trained).abs().max() <= 1e-5
     width_field = "n_inner" if model_type == "gpt2" else "intermediate_size"
-    assert getattr(model.config, width_field) == {"zero": 64 + 2 * 128, "copy": 3 * 64, "lowrank": 64}[init]
+    assert (
+        getattr(model.config, width_field)
+        == {"zero": 64 + 2 * 128, "copy": 3 * 64, "lowrank": 64, "units": 64 + 2 * 5}[init]
+    )
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
@@ -80,6 +85,54 @@ def test_lowrank_levels_are_rank_r_changes_of_every_projection_and_cost_what_the
     assert not gpt2.transformer.h[0].mlp.c_fc._forward_hooks  # the hooks live for one forward only
 
 
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_unit_levels_fold_into_a_wider_ffn_exactly_in_float64(model_type):
+    levels = [{"period": 100}, {"period": 4, "units": 7}, {"period": 1}]  # the pretrained FFN trains too
+    config = hf_hope.CMSConfig(init="units", units=0.2, levels=levels)
+    model = hf_hope.retrofit(tiny_family_model(model_type).double(), config)
+    perturb_trainable(model)
+    trained = logits(model)
+    hf_hope.unretrofit(model)
+    assert type(model) is type(tiny_family_model(model_type))
+    assert getattr(model.config, "n_inner" if model_type == "gpt2" else "intermediate_size") == 64 + 7 + 13
+    torch.testing.assert_close(logits(model), trained, rtol=1e-12, atol=1e-12)
+
+
+def test_unit_levels_copy_the_highest_scoring_units_and_cost_what_they_say():
+    model = tiny_family_model("llama")
+    pretrained = copy.deepcopy(model.model.layers[1].mlp)
+    hf_hope.retrofit(model, hf_hope.CMSConfig(init="units", units=8))
+    level = model.model.layers[1].mlp.cms_levels[0].mlp
+    scores = pretrained.down_proj.weight.norm(dim=0) * pretrained.gate_proj.weight.norm(dim=1)
+    scores = scores * pretrained.up_proj.weight.norm(dim=1)
+    assert level.units.tolist() == sorted(scores.topk(8).indices.tolist())
+    assert torch.equal(level.ffn.gate_proj.weight, pretrained.gate_proj.weight[level.units])
+    assert torch.equal(level.ffn.down_proj.weight, pretrained.down_proj.weight[:, level.units])
+    added = sum(parameter.numel() for name, parameter in model.named_parameters() if ".cms_levels." in name)
+    assert added == 2 * 2 * 3 * 32 * 8  # layers x levels x projections x hidden x units
+    assert torch.allclose(model.model.layers[1].mlp.cms_mixing.weights(), torch.full((3,), 1 / 3))
+    gpt2 = hf_hope.retrofit(tiny_family_model("gpt2"), hf_hope.CMSConfig(init="units", units=4))
+    copied = gpt2.transformer.h[0].mlp.cms_levels[1].mlp.ffn
+    assert copied.c_fc.weight.shape == (32, 4) and not copied.c_proj.bias.any()  # the bias stays the FFN's own
+
+
+def test_unit_choice_is_saved_with_the_adapter(tmp_path):
+    """A saved adapter keeps the units its levels copy, even where the base would now score others higher."""
+    model = hf_hope.retrofit(tiny_family_model("qwen2"), hf_hope.CMSConfig(init="units", units=6))
+    chosen = model.model.layers[0].mlp.cms_levels[1].mlp.units
+    chosen.copy_(torch.arange(6) * 10)  # not the highest-scoring ones
+    perturb_trainable(model)
+    hf_hope.save_cms_adapter(model, tmp_path)
+    restored = hf_hope.load_cms_adapter(tiny_family_model("qwen2"), tmp_path)
+    assert restored.model.layers[0].mlp.cms_levels[1].mlp.units.tolist() == [0, 10, 20, 30, 40, 50]
+    assert torch.equal(logits(restored), logits(model))
+
+
+def test_more_units_than_the_ffn_has_is_refused():
+    with pytest.raises(ValueError, match=r"units=65 is more than the FFN's 64 hidden units.*units=0.08"):
+        hf_hope.retrofit(tiny_family_model("llama"), hf_hope.CMSConfig(init="units", units=65))
+
+
 def test_unretrofit_of_untrained_zero_levels_gives_back_the_original():
     model = tiny_family_model("llama")
     original = copy.deepcopy(model)
@@ -95,7 +148,7 @@ def test_unretrofit_refuses_unequal_widths_and_changes_nothing():
     model = hf_hope.retrofit(tiny_family_model("llama"), hf_hope.CMSConfig(layers=[1]))
     perturb_trainable(model)
     before = logits(model)
-    with pytest.raises(ValueError, match=r"folded FFN widths would differ.*\[64, 320\].*merge=False"):
+    with pytest.raises(ValueError, match=r"folded FFN widths would differ.*\[64, 74\].*merge=False"):
         hf_hope.unretrofit(model)
     assert type(model).__name__ == "CMSLlamaForCausalLM"
     assert torch.equal(logits(model), before)
@@ -135,7 +188,8 @@ def test_gradients_reach_only_trainable_levels(init):
         assert new_level.deltas["up_proj"].out_factor.weight.grad.abs().sum() > 0
         assert not new_level.deltas["up_proj"].in_factor.weight.grad.any()
     else:
-        assert new_level.down_proj.weight.grad.abs().sum() > 0
+        ffn = new_level.ffn if init == "units" else new_level
+        assert ffn.down_proj.weight.grad.abs().sum() > 0
 
 
 def test_layer_selection_by_list_and_pattern():
@@ -225,7 +279,7 @@ def test_adapter_with_tensors_that_do_not_fit_is_refused_and_undone(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    hf_hope.save_cms_adapter(hf_hope.retrofit(tiny_family_model("llama")), tmp_path)
+    hf_hope.save_cms_adapter(hf_hope.retrofit(tiny_family_model("llama"), hf_hope.CMSConfig(init="zero")), tmp_path)
     tensors = load_file(tmp_path / CMS_WEIGHTS_NAME)
     with safe_open(tmp_path / CMS_WEIGHTS_NAME, framework="pt") as file:
         metadata = file.metadata()  # keeps the pair token, so only the shape is wrong
@@ -269,6 +323,13 @@ def test_unsupported_models_and_ffns_are_named():
         ({"levels": [{}, {"rank": 8}]}, r"levels\[1\]\.rank is not allowed: it sizes the new levels of init='lowrank'"),
         ({"init": "lowrank", "levels": [{"rank": 2}, {}]}, "rank is not allowed: level 1 is the pretrained FFN"),
         ({"init": "lowrank", "levels": [{}, {"rank": 0}]}, r"levels\[1\]\.rank=0 is invalid"),
+        ({"init": "units", "levels": [{}, {"units": 1.5}]}, r"levels\[1\]\.units=1.5 is invalid: give a count"),
+        (
+            {"init": "zero", "levels": [{}, {"units": 4}]},
+            r"levels\[1\]\.units is not allowed: it sizes the new levels of init='units'",
+        ),
+        ({"units": 0.0}, r"units=0.0 is invalid"),
+        ({"units": False}, r"units=False is invalid"),
         ({"intermediate_size": 0}, "intermediate_size=0 is invalid"),
         ({"rank": True}, "rank=True is invalid"),
         ({"layers": [0, -1]}, r"layers=\[0, -1\] is invalid"),
@@ -300,7 +361,10 @@ def test_smollm2_retrofit_keeps_logits_and_generation_and_trains(smollm2_dir, in
     model.train()
     frozen_before = model.model.layers[3].mlp.gate_proj.weight.clone()
     fast = model.model.layers[3].mlp.cms_levels[-1].mlp
-    fast_level = fast.deltas["down_proj"].out_factor.weight if init == "lowrank" else fast.down_proj.weight
+    fast_level = {
+        "lowrank": lambda: fast.deltas["down_proj"].out_factor.weight,
+        "units": lambda: fast.ffn.down_proj.weight,
+    }.get(init, lambda: fast.down_proj.weight)()
     fast_before = fast_level.detach().clone()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     losses = []

@@ -20,11 +20,12 @@ def lora_then_retrofit(init: str = "zero") -> torch.nn.Module:
     return hf_hope.retrofit(model, hf_hope.CMSConfig(levels=[{"period": None}, {"period": 1}], init=init))
 
 
-@pytest.mark.parametrize("init", ["zero", "lowrank"])
+@pytest.mark.parametrize("init", ["zero", "lowrank", "units"])
 def test_lora_and_cms_levels_train_together(init):
     model = lora_then_retrofit(init)
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    assert trainable and all("lora_" in name or ".cms_levels." in name for name in trainable)
+    adapter = ("lora_", ".cms_levels.", ".cms_mixing.")  # the mixing weights of init="units" train too
+    assert trainable and all(any(part in name for part in adapter) for name in trainable)
     assert any("lora_" in name for name in trainable) and any(".cms_levels." in name for name in trainable)
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -41,7 +42,7 @@ def test_lora_and_cms_levels_train_together(init):
         assert torch.equal(parameter, before[name]) == (name not in trainable), name
 
 
-@pytest.mark.parametrize("init", ["zero", "lowrank"])
+@pytest.mark.parametrize("init", ["zero", "lowrank", "units"])
 def test_lora_and_cms_adapter_save_and_reload(tmp_path, init):
     model = lora_then_retrofit(init)
     with torch.no_grad():
@@ -59,7 +60,7 @@ def test_lora_and_cms_adapter_save_and_reload(tmp_path, init):
     assert torch.equal(reloaded(input_ids=INPUT_IDS).logits, expected)
 
 
-@pytest.mark.parametrize("init", ["zero", "lowrank"])
+@pytest.mark.parametrize("init", ["zero", "lowrank", "units"])
 def test_trainer_trains_a_retrofitted_model_and_its_checkpoint_reloads(tmp_path, init):
     levels = [{"period": None}, {"period": 1}]
     model = hf_hope.retrofit(tiny_family_model("gpt2"), hf_hope.CMSConfig(levels=levels, init=init))

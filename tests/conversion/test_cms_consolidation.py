@@ -89,9 +89,10 @@ def test_bad_levels_are_refused(source, target, message):
         consolidate_levels(trained_levels(), source=source, target=target)
 
 
-def test_copy_init_and_plain_models_are_refused():
-    copied = retrofit(tiny_family_model("llama"), CMSConfig(levels=LEVELS, init="copy"))
-    with pytest.raises(ValueError, match="init='zero' or 'lowrank'"):
-        consolidate_levels(copied, source=3, target=2)
+@pytest.mark.parametrize("init", ["copy", "units"])
+def test_mixed_levels_and_plain_models_are_refused(init):
+    mixed = retrofit(tiny_family_model("llama"), CMSConfig(levels=LEVELS, init=init))
+    with pytest.raises(ValueError, match=f"init='zero' or 'lowrank' \\(this one uses init='{init}'"):
+        consolidate_levels(mixed, source=3, target=2)
     with pytest.raises(ValueError, match="not retrofitted"):
         consolidate_levels(tiny_family_model("llama"), source=3, target=2)

@@ -12,6 +12,11 @@ from ..helpers import tiny_family_model, tiny_model
 LEVELS = [{"period": None}, {"period": 4}, {"period": 1}]
 
 
+def in_adapter(name: str) -> bool:
+    """A parameter of the CMS adapter: a new level's, or the mixing weights (unit copies and copy init)."""
+    return ".cms_levels." in name or ".cms_mixing." in name
+
+
 def trainable_names(model: torch.nn.Module) -> set[str]:
     return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
 
@@ -20,8 +25,8 @@ def trainable_names(model: torch.nn.Module) -> set[str]:
 def test_retrofit_freezes_everything_outside_the_adapter_by_default(model_type):
     model = hf_hope.retrofit(tiny_family_model(model_type), hf_hope.CMSConfig(levels=LEVELS))
     trainable = trainable_names(model)
-    assert trainable and all(".cms_levels." in name for name in trainable)
-    assert trainable == {name for name, _ in model.named_parameters() if ".cms_levels." in name}
+    assert trainable and all(in_adapter(name) for name in trainable)
+    assert trainable == {name for name, _ in model.named_parameters() if in_adapter(name)}
 
 
 def test_copy_init_trains_its_mixing_weights_and_levels_keep_their_own_rule():
@@ -48,7 +53,7 @@ def test_unselected_layers_are_frozen_and_unretrofit_unfreezes_what_retrofit_fro
     model = tiny_family_model("mistral")
     model.lm_head.requires_grad_(False)  # frozen before retrofit: stays frozen after unretrofit
     hf_hope.retrofit(model, hf_hope.CMSConfig(levels=LEVELS, layers=[1]))
-    assert all(name.startswith("model.layers.1.mlp.cms_levels.") for name in trainable_names(model))
+    assert all(name.startswith("model.layers.1.mlp.cms_") for name in trainable_names(model))
     hf_hope.unretrofit(model, merge=False)
     assert trainable_names(model) == {name for name, _ in model.named_parameters()} - {"lm_head.weight"}
 
@@ -62,13 +67,13 @@ def test_lora_and_modules_to_save_stay_trainable_after_retrofit():
     )
     hf_hope.retrofit(model, hf_hope.CMSConfig(levels=LEVELS))
     trainable = trainable_names(model)
-    assert trainable - peft_trainable and all(".cms_levels." in name for name in trainable - peft_trainable)
+    assert trainable - peft_trainable and all(in_adapter(name) for name in trainable - peft_trainable)
     assert peft_trainable <= trainable
 
 
 def test_count_parameters_matches_peft_and_breaks_down_by_level():
     model = get_peft_model(tiny_family_model("llama"), LoraConfig(r=4, target_modules=["q_proj"]))
-    hf_hope.retrofit(model, hf_hope.CMSConfig(levels=LEVELS, intermediate_size=8))
+    hf_hope.retrofit(model, hf_hope.CMSConfig(init="zero", levels=LEVELS, intermediate_size=8))
     report = hf_hope.count_parameters(model)
     assert (report.trainable, report.total) == model.get_nb_trainable_parameters()
     new_level = 3 * 32 * 8 * 2  # gate, up and down projections (hidden 32, width 8), in each of the 2 layers

@@ -20,6 +20,7 @@ ADAPTER_ONLY_FILES = {
         "cms_adapter_families",
         "cms_adapter_ffn",
         "cms_adapter_lowrank",
+        "cms_adapter_units",
     )
 }
 ADAPTER_FILES = ADAPTER_ONLY_FILES | {
@@ -49,7 +50,7 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
 def test_every_family_loads_with_trust_remote_code_where_hf_hope_cannot_be_imported(tmp_path):
     expected = {}
     for index, model_type in enumerate(hf_hope.SUPPORTED_MODEL_TYPES):
-        model = trained_retrofit(model_type, init=("zero", "copy", "lowrank")[index % 3])
+        model = trained_retrofit(model_type, init=("zero", "copy", "lowrank", "units")[index % 4])
         model.save_pretrained(tmp_path / model_type)
         expected[model_type] = (model.config.cms_adapter, logits(model))
     torch.save(expected, tmp_path / "expected.pt")

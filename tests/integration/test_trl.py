@@ -77,7 +77,7 @@ def test_sft_trainer_updates_each_cms_level_at_its_period_and_leaves_the_base_al
     fast = [changed(steps[step - 1], steps[step], ".cms_levels.1.") for step in range(1, 7)]
     assert slow == [False, False, True, False, False, True]
     assert fast == [True] * 6
-    outside = [name for name in initial if ".cms_levels." not in name]
+    outside = [name for name in initial if ".cms_levels." not in name and ".cms_mixing." not in name]
     assert all(torch.equal(initial[name], steps[-1][name]) for name in outside)
     assert trainer.state.log_history[-2]["level_clock/p3_updates"] == 2
     hf_hope.save_cms_adapter(model, tmp_path / "adapter")  # nothing outside the adapter changed
@@ -92,7 +92,7 @@ def test_lora_then_retrofit_then_sft_trainer_trains_both_and_reloads(tmp_path):
     trainer.train()
     after = dict(model.named_parameters())
     assert changed(initial, after, "lora_B") and changed(initial, after, ".cms_levels.0.")
-    base = [name for name in initial if "lora_" not in name and ".cms_levels." not in name]
+    base = [name for name in initial if not any(part in name for part in ("lora_", ".cms_levels.", ".cms_mixing."))]
     assert all(torch.equal(initial[name], after[name]) for name in base)
     model.save_pretrained(tmp_path / "saved")  # the LoRA weights, first
     hf_hope.save_cms_adapter(model, tmp_path / "saved")  # then the CMS levels, with the same PeftModel

@@ -69,6 +69,10 @@ class Strategy(ABC):
     name: ClassVar[str]
     title: ClassVar[str | None] = None  # the readable name the plots show; None: `name`
     trains_jointly: ClassVar[bool] = False  # True: one training run on the union of the tasks, its row repeated
+    # A setting whose non-default values make another method of this strategy, compared apart (cms: cms_init)
+    variant_setting: ClassVar[str | None] = None
+    # The strategy-specific settings it reads, by prefix (of `STRATEGY_SETTING_PREFIXES`): only these tie its runs
+    settings_prefixes: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:

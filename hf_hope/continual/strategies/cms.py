@@ -34,6 +34,8 @@ class CMSStrategy(Strategy):
 
     name = "cms"
     title = "CMS adapter"
+    variant_setting = "cms_init"  # each level type is its own method (its own chosen rate and Pareto frontier)
+    settings_prefixes = ("cms_",)
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:
         config = CMSConfig.from_periods(
@@ -42,6 +44,7 @@ class CMSStrategy(Strategy):
             init=settings.cms_init,
             intermediate_size=settings.cms_width,
             rank=settings.cms_rank,
+            units=settings.cms_units,
         )
         return freeze_all_but_cms_levels(retrofit(model, config))
 

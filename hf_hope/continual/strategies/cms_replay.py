@@ -23,6 +23,7 @@ class CMSReplayStrategy(CMSStrategy):
 
     name = "cms+replay"
     title = "CMS adapter + replay"
+    settings_prefixes = ("cms_", "replay_")
 
     def training_data(
         self, stream: TaskStream, units: Sequence[TrainingUnit], index: int, settings: ContinualSettings

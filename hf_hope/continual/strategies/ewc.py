@@ -39,6 +39,7 @@ class EWCStrategy(FullStrategy):
     """Full fine-tuning pulled toward earlier tasks' parameters, each weighted by its accumulated Fisher."""
 
     name = "ewc"
+    settings_prefixes = ("ewc_",)
     title = "EWC"
 
     def __init__(self) -> None:

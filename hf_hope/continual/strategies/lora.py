@@ -23,6 +23,7 @@ class LoraStrategy(Strategy):
     """LoRA adapters on `lora_target_modules`, by default every linear projection inside the attention blocks."""
 
     name = "lora"
+    settings_prefixes = ("lora_",)
     title = "LoRA"
 
     def prepare(self, model: nn.Module, settings: ContinualSettings) -> nn.Module:

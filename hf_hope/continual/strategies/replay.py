@@ -35,6 +35,7 @@ class ReplayStrategy(FullStrategy):
     """Full fine-tuning whose every batch after the first task mixes in items replayed from earlier tasks."""
 
     name = "replay"
+    settings_prefixes = ("replay_",)
     title = "Experience replay"
 
     def training_data(

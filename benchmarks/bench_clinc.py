@@ -32,8 +32,9 @@ CONFIGURATIONS = {
     "full-lr1e-4": ContinualSettings(strategy="full", learning_rate=1e-4),
     "lora": ContinualSettings(strategy="lora", learning_rate=3e-4),
     "lora-lr1e-3": ContinualSettings(strategy="lora", learning_rate=1e-3),
-    "cms": ContinualSettings(strategy="cms", learning_rate=3e-4),
-    "cms-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4),
+    "cms": ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="copy"),
+    "cms-lr1e-4": ContinualSettings(strategy="cms", learning_rate=1e-4, cms_init="copy"),
+    "cms-units-lr1e-3": ContinualSettings(strategy="cms", learning_rate=1e-3, cms_init="units"),
     "joint": ContinualSettings(strategy="joint", learning_rate=3e-4),
 }
 DEFAULT_RUNS = ["full", "lora", "cms", "joint"]

@@ -1,7 +1,7 @@
 """Benchmark the CMS adapter on the real SmolLM2-135M, side by side with the original model in one run.
 
 Measures:
-1. the time `hf_hope.retrofit` takes (after loading), for each init mode (`zero`, `copy`, `lowrank`);
+1. the time `hf_hope.retrofit` takes (after loading), for each init mode (`zero`, `copy`, `lowrank`, `units`);
 2. the memory each init mode adds (parameters, bytes) and how many parameters then train;
 3. forward+backward step time of the retrofitted model against the original, as a ratio: timings are medians
    of interleaved repetitions after warm-up, so both models see the same machine load.
@@ -26,7 +26,7 @@ from hf_hope.conversion.cms_config import INIT_MODES
 from hf_hope.smollm2 import smollm2_gguf_path
 
 RETROFIT_TARGET_SECONDS = 5.0
-STEP_TIME_TARGET_RATIO = 1.3
+STEP_TIME_TARGET_RATIO = 1.2  # against full fine-tuning of the original model
 LEVELS = [{"period": None}, {"period": 16}, {"period": 1}]
 
 

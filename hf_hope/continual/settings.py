@@ -55,7 +55,13 @@ class ContinualSettings:
     steps_per_task: int = field(default=128, metadata={"help": "optimizer steps per task (the token budget)"})
     batch_size: int = field(default=8, metadata={"help": "training blocks per optimizer step"})
     block_size: int = field(default=256, metadata={"help": "tokens per block (texts are concatenated and cut)"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate of AdamW, every strategy"})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "peak learning rate of AdamW; None: the strategy's default (1e-4 for full, replay, ewc and joint, "
+            "1e-3 for lora; for cms, ffn and cms+replay by cms_init: 1e-3 units, 3e-4 copy, 1e-3 lowrank and zero)"
+        },
+    )
     lr_scheduler_type: str = field(
         default="constant", metadata={"help": "Trainer learning-rate schedule within each task"}
     )
@@ -146,7 +152,6 @@ class ContinualSettings:
         check_int("seed", self.seed, 0)
         if self.max_eval_blocks is not None:
             check_int("max_eval_blocks", self.max_eval_blocks, 1, "or None for all of them")
-        check_number("learning_rate", self.learning_rate, positive=True)
         check_number("weight_decay", self.weight_decay)
         check_number("max_grad_norm", self.max_grad_norm, note="0 disables clipping")
         check_number("ewc_lambda", self.ewc_lambda)
@@ -183,6 +188,9 @@ class ContinualSettings:
             ]
         if self.lora_target_modules is not None:
             self.lora_target_modules = list(self.lora_target_modules)
+        if self.learning_rate is None:  # after the checks: a strategy's default may read its settings
+            self.learning_rate = get_strategy(self.strategy).default_learning_rate(self)
+        check_number("learning_rate", self.learning_rate, positive=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

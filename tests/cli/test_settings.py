@@ -49,7 +49,7 @@ def test_flags_and_config_files_give_the_same_settings(tmp_path):
     assert from_flags == parse_command(["continual", str(tmp_path / "config.yaml")])
     experiment, shared = from_flags[1]
     assert experiment.learning_rates_of("cms") == [2e-3] and experiment.learning_rates_of("full") == []
-    assert shared.steps_per_task == 3 and shared.cms_periods == [4, 1] and shared.learning_rate == 1e-4
+    assert shared.steps_per_task == 3 and shared.cms_periods == [4, 1] and shared.learning_rate is None
 
 
 def test_seeds_and_several_learning_rates_from_flags_and_config_files(tmp_path):
@@ -83,6 +83,17 @@ def test_seeds_and_several_learning_rates_from_flags_and_config_files(tmp_path):
     experiment, shared = parse_command(["continual", "--learning_rates", "full=1e-3", "--seed", "5"])[1]
     runs = strategy_settings(experiment, shared)  # no --seeds: one run per strategy, named by it, with --seed
     assert list(runs) == ["full", "cms"] and runs["full"].learning_rate == 1e-3 and runs["cms"].seed == 5
+    assert runs["cms"].learning_rate == 1e-3  # no rate given for cms: its level type's default
+
+
+def test_each_strategy_runs_at_its_own_default_rate_unless_a_rate_is_given():
+    from hf_hope.cli.continual import strategy_settings
+
+    experiment, shared = parse_command(["continual", "--strategies", "full", "lora", "cms", "--cms_init", "copy"])[1]
+    rates = {name: run.learning_rate for name, run in strategy_settings(experiment, shared).items()}
+    assert rates == {"full": 1e-4, "lora": 1e-3, "cms": 3e-4}
+    experiment, shared = parse_command(["continual", "--strategies", "full", "cms", "--learning_rate", "2e-4"])[1]
+    assert {run.learning_rate for run in strategy_settings(experiment, shared).values()} == {2e-4}
 
 
 @pytest.mark.parametrize(
@@ -162,7 +173,7 @@ def test_bad_flags_are_one_line_and_exit_2(flags, message, capsys):
         ("a.yaml", 'steps_per_task: "ten"\n', "a.yaml: steps_per_task: 'ten' is invalid: expected an int."),
         ("a.yaml", "steps_per_task: [1, 2]\n", "steps_per_task: [1, 2] is invalid: expected an int."),
         ("a.json", '{"strategies": "full"}', "strategies: 'full' is invalid: expected a list of strings."),
-        ("a.yaml", "learning_rate: fast\n", "learning_rate: 'fast' is invalid: expected a number."),
+        ("a.yaml", "learning_rate: fast\n", "learning_rate: 'fast' is invalid: expected a number or null."),
         ("a.yaml", "model: 5\n", "model: 5 is invalid: expected a string or null."),
         ("a.yaml", "cms_periods: [0]\n", "a.yaml: cms_periods[0]: period=0 is invalid"),
         ("a.yaml", "steps_per_task: 3\n  bad: [\n", "is not valid YAML: mapping values are not allowed here (line 2"),

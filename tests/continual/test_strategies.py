@@ -7,7 +7,15 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from hf_hope.continual import STRATEGIES, STRATEGY_REGISTRY, Strategy, get_strategy, register_strategy, run_continual
+from hf_hope.continual import (
+    STRATEGIES,
+    STRATEGY_REGISTRY,
+    ContinualSettings,
+    Strategy,
+    get_strategy,
+    register_strategy,
+    run_continual,
+)
 from hf_hope.continual.experiment import run_experiment
 from hf_hope.data import load_domains
 
@@ -81,6 +89,27 @@ def freeze_all_but_the_head(model: torch.nn.Module) -> torch.nn.Module:
 def test_the_registry_lists_the_settings_strategies_in_order():
     assert tuple(STRATEGY_REGISTRY) == STRATEGIES
     assert all(get_strategy(name).name == name for name in STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "cms_init", "rate"),
+    [
+        ("full", "units", 1e-4),
+        ("replay", "units", 1e-4),
+        ("ewc", "units", 1e-4),
+        ("joint", "units", 1e-4),
+        ("lora", "units", 1e-3),
+        ("cms", "units", 1e-3),
+        ("cms", "copy", 3e-4),
+        ("cms", "lowrank", 1e-3),
+        ("cms", "zero", 1e-3),
+        ("ffn", "copy", 3e-4),
+        ("cms+replay", "units", 1e-3),
+    ],
+)
+def test_settings_without_a_learning_rate_take_the_strategys_default(strategy, cms_init, rate):
+    assert ContinualSettings(strategy=strategy, cms_init=cms_init).learning_rate == rate
+    assert ContinualSettings(strategy=strategy, cms_init=cms_init, learning_rate=5e-5).learning_rate == 5e-5
 
 
 def test_an_unknown_strategy_name_is_a_clear_error_listing_the_known_ones():

@@ -86,6 +86,10 @@ class Strategy(ABC):
         """Save what the strategy trained into `folder`."""
         save_task_model(model, folder)
 
+    def default_learning_rate(self, settings: ContinualSettings) -> float:
+        """AdamW's peak learning rate when the settings give none (full fine-tuning's usual 1e-4)."""
+        return 1e-4
+
     def callbacks(self, settings: ContinualSettings) -> list[TrainerCallback]:
         """The Trainer callbacks one training run needs (new objects each call)."""
         return []

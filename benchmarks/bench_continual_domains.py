@@ -25,12 +25,20 @@ compare what has run (every group and seed with results in the folder) without t
 """
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from smollm2_experiment import listed, run_on_smollm2  # sibling module: run as a script
+from smollm2_experiment import (  # sibling module: run as a script
+    add_group_arguments,
+    apart,
+    chosen_groups,
+    level_type,
+    listed,
+    mean,
+    run_on_smollm2,
+    selected_runs,
+    verdict,
+)
 
 from hf_hope.continual import ContinualSettings
 from hf_hope.continual.comparison import method_name
@@ -62,19 +70,11 @@ GROUPS = {  # in the order they run: the comparisons the targets need first
     "cms-units-lr3e-4": ContinualSettings(strategy="cms", learning_rate=3e-4, cms_init="units"),
     "cms-units-lr1e-3": ContinualSettings(strategy="cms", learning_rate=1e-3, cms_init="units"),
     "cms-units-lr3e-3": ContinualSettings(strategy="cms", learning_rate=3e-3, cms_init="units"),
+    "ffn-units-lr1e-3": ContinualSettings(strategy="ffn", learning_rate=1e-3, cms_init="units"),
+    "cms+replay-units-lr1e-3": ContinualSettings(strategy="cms+replay", learning_rate=1e-3, cms_init="units"),
 }
 FORGETTING_SHARE, PLASTICITY_RATIO, RETENTION_FLOOR = 0.5, 1.05, 0.95
 LEVEL_TYPE_PLASTICITY_RATIO = 1.02  # a cheaper CMS level type against copy init
-
-
-def seeded_runs(groups: list[str], seeds: list[int]) -> dict[str, ContinualSettings]:
-    """`{<group>/seed_<n>: settings}` for every group and seed, on the benchmark's budget."""
-    device = {"use_cpu": not torch.cuda.is_available()}
-    return {
-        f"{group}/seed_{seed}": replace(GROUPS[group], **BUDGET, **device, seed=seed)
-        for group in groups
-        for seed in seeds
-    }
 
 
 def check_targets(experiment: dict[str, Any]) -> list[str]:
@@ -83,105 +83,65 @@ def check_targets(experiment: dict[str, Any]) -> list[str]:
     The `cms` targets are checked for every CMS level type that ran, each against `ffn` and `cms+replay` of the
     same type.
     """
-    groups = {group["group"]: group for group in experiment["groups"]}
-    chosen = {method: groups[pick["group"]] for method, pick in experiment["chosen"]["strategies"].items()}
+    chosen = chosen_groups(experiment)
     lines = [
         "chosen: "
         + ", ".join(f"{method} {group['group']} ({len(group['runs'])} seed(s))" for method, group in chosen.items())
     ]
     full = chosen.get("full")
-    for level_type in dict.fromkeys(_level_type(method) for method in chosen if _level_type(method)):
-        name = method_name("cms", level_type)
-        cms, ffn = chosen[name], chosen.get(method_name("ffn", level_type))
+    for kind in dict.fromkeys(level_type(method) for method in chosen if level_type(method)):
+        name = method_name("cms", kind)
+        cms, ffn = chosen[name], chosen.get(method_name("ffn", kind))
         if full:
-            share = _mean(cms, "relative_forgetting") / _mean(full, "relative_forgetting")
-            ratio = _mean(cms, "plasticity") / _mean(full, "plasticity")
-            apart = _apart(cms, full, "relative_forgetting")
-            met = share <= FORGETTING_SHARE and ratio <= PLASTICITY_RATIO and apart
+            share = mean(cms, "relative_forgetting") / mean(full, "relative_forgetting")
+            ratio = mean(cms, "plasticity") / mean(full, "plasticity")
+            distinct = apart(cms, full, "relative_forgetting")
+            met = share <= FORGETTING_SHARE and ratio <= PLASTICITY_RATIO and distinct
             lines.append(
                 f"{name} forgetting {share:.2f}x full's (<= {FORGETTING_SHARE}), new-domain ppl {ratio:.3f}x full's "
-                f"(<= {PLASTICITY_RATIO}), apart by more than the std: {apart}: {_verdict(met)}"
+                f"(<= {PLASTICITY_RATIO}), apart by more than the std: {distinct}: {verdict(met)}"
             )
         if ffn:
-            gain = _mean(ffn, "final_average") - _mean(cms, "final_average")  # perplexity: lower is better
-            met = gain > 0 and _apart(cms, ffn, "final_average")
+            gain = mean(ffn, "final_average") - mean(cms, "final_average")  # perplexity: lower is better
+            met = gain > 0 and apart(cms, ffn, "final_average")
             lines.append(
-                f"{name} final average {_mean(cms, 'final_average'):.4g} vs {method_name('ffn', level_type)} "
-                f"{_mean(ffn, 'final_average'):.4g} (better by {gain:.4g}, by more than one std: {_verdict(met)})"
+                f"{name} final average {mean(cms, 'final_average'):.4g} vs {method_name('ffn', kind)} "
+                f"{mean(ffn, 'final_average'):.4g} (better by {gain:.4g}, by more than one std: {verdict(met)})"
             )
-        if _mean(cms, "retention") is not None:
-            retention = _mean(cms, "retention")
+        if mean(cms, "retention") is not None:
+            retention = mean(cms, "retention")
             met = retention >= RETENTION_FLOOR
-            lines.append(f"{name} retention {retention:.3f} (>= {RETENTION_FLOOR}): {_verdict(met)}")
+            lines.append(f"{name} retention {retention:.3f} (>= {RETENTION_FLOOR}): {verdict(met)}")
     if any(experiment["runs"][run]["strategy"] == "cms+replay" for run in experiment["runs"]):
         finals = {row["run"]: row["final_average"] for row in experiment["comparison"] if row["strategy"] != "joint"}
         best = min(finals, key=finals.get)
         met = experiment["runs"][best]["strategy"] == "cms+replay"
-        lines.append(f"best final average of the non-joint runs: {best} ({finals[best]:.4g}): {_verdict(met)}")
+        lines.append(f"best final average of the non-joint runs: {best} ({finals[best]:.4g}): {verdict(met)}")
     return lines + _level_type_targets(chosen)
 
 
 def _level_type_targets(chosen: dict[str, dict[str, Any]]) -> list[str]:
     """One line per CMS level type other than copy init: its forgetting and new-domain perplexity against copy's."""
-    types = {_level_type(method): group for method, group in chosen.items() if _level_type(method)}
+    types = {level_type(method): group for method, group in chosen.items() if level_type(method)}
     copy = types.pop("copy", None)
     lines = []
-    for level_type, group in types.items() if copy else ():
-        forgetting, copy_forgetting = _mean(group, "relative_forgetting"), _mean(copy, "relative_forgetting")
-        ratio = _mean(group, "plasticity") / _mean(copy, "plasticity")
+    for kind, group in types.items() if copy else ():
+        forgetting, copy_forgetting = mean(group, "relative_forgetting"), mean(copy, "relative_forgetting")
+        ratio = mean(group, "plasticity") / mean(copy, "plasticity")
         met = forgetting <= copy_forgetting and ratio <= LEVEL_TYPE_PLASTICITY_RATIO
         lines.append(
-            f"cms {level_type} ({group['group']}) forgetting {forgetting:+.3f} against copy init's "
+            f"cms {kind} ({group['group']}) forgetting {forgetting:+.3f} against copy init's "
             f"{copy_forgetting:+.3f}, new-domain ppl {ratio:.3f}x copy's (<= {LEVEL_TYPE_PLASTICITY_RATIO}): "
-            + _verdict(met)
+            + verdict(met)
         )
     return lines
 
 
-def _level_type(method: str) -> str | None:
-    """The CMS level type of a `cms` method (`cms` alone: the default one), else None."""
-    if method == "cms":
-        return ContinualSettings().cms_init
-    if method.startswith("cms (") and method.endswith(")"):
-        return method[len("cms (") : -1]
-    return None
-
-
-def _mean(group: dict[str, Any], key: str) -> float | None:
-    return group["mean"].get(key)
-
-
-def _apart(first: dict[str, Any], second: dict[str, Any], key: str) -> bool:
-    """Whether the two groups' means differ by more than either group's seed std (False with one seed)."""
-    stds = [group["std"].get(key) for group in (first, second)]
-    if any(std is None for std in stds):
-        return False
-    return abs(_mean(first, key) - _mean(second, key)) > max(stds)
-
-
-def _verdict(met: bool) -> str:
-    return "met" if met else "missed"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(GROUPS), choices=list(GROUPS), metavar="GROUP")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--output_dir", default=str(Path(__file__).parent / "results" / "continual_domains"))
-    parser.add_argument("--list", action="store_true", help="list the groups and exit")
-    parser.add_argument(
-        "--finished_only",
-        action="store_true",
-        help="compare only the runs (of --runs and --seeds) whose results are in --output_dir; train nothing",
-    )
+    add_group_arguments(parser, GROUPS, Path(__file__).parent / "results" / "continual_domains")
     args = parser.parse_args()
-    runs = seeded_runs(args.runs, args.seeds)
-    if args.finished_only:
-        runs = {
-            name: settings
-            for name, settings in runs.items()
-            if (Path(args.output_dir) / name / "results.json").is_file()
-        }
+    runs = selected_runs(args, GROUPS, BUDGET)
     if listed(args, runs):
         return
     run_on_smollm2(

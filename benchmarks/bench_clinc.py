@@ -72,8 +72,10 @@ def check_targets(experiment: dict) -> list[str]:
     types = {level_type(method): group for method, group in chosen.items() if level_type(method)}
     for kind, cms in types.items():
         name, ffn = method_name("cms", kind), chosen.get(method_name("ffn", kind))
-        gap = f", {100 * (mean(joint, 'final_average') - mean(cms, 'final_average')):.1f} points below joint"
-        lines.append(f"{name} final average {mean(cms, 'final_average'):.3f}{gap if joint else ''}")
+        below = (
+            joint and f", {100 * (mean(joint, 'final_average') - mean(cms, 'final_average')):.1f} points below joint"
+        )
+        lines.append(f"{name} final average {mean(cms, 'final_average'):.3f}{below or ''}")
         if ffn:
             gain = mean(cms, "final_average") - mean(ffn, "final_average")  # accuracy: higher is better
             met = gain > 0 and apart(cms, ffn, "final_average")

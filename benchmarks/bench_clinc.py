@@ -28,7 +28,9 @@ import torch
 from smollm2_experiment import (  # sibling module: run as a script
     add_group_arguments,
     apart,
+    best_non_joint_line,
     chosen_groups,
+    chosen_line,
     level_type,
     listed,
     mean,
@@ -64,10 +66,7 @@ LEVEL_TYPE_POINTS_BELOW_COPY = 0.01  # a cheaper CMS level type may score at mos
 def check_targets(experiment: dict) -> list[str]:
     """One line per target of the module docstring, on each method's chosen group: its figures and met/missed."""
     chosen = chosen_groups(experiment)
-    lines = [
-        "chosen: "
-        + ", ".join(f"{method} {group['group']} ({len(group['runs'])} seed(s))" for method, group in chosen.items())
-    ]
+    lines = [chosen_line(chosen)]
     joint = chosen.get("joint")
     types = {level_type(method): group for method, group in chosen.items() if level_type(method)}
     for kind, cms in types.items():
@@ -83,11 +82,7 @@ def check_targets(experiment: dict) -> list[str]:
                 f"{name} vs {method_name('ffn', kind)} ({mean(ffn, 'final_average'):.3f}): {100 * gain:+.1f} "
                 f"points, by more than one std: {verdict(met)}"
             )
-    if any(experiment["runs"][run]["strategy"] == "cms+replay" for run in experiment["runs"]):
-        finals = {row["run"]: row["final_average"] for row in experiment["comparison"] if row["strategy"] != "joint"}
-        best = max(finals, key=finals.get)
-        met = experiment["runs"][best]["strategy"] == "cms+replay"
-        lines.append(f"best final average of the non-joint runs: {best} ({finals[best]:.3f}): {verdict(met)}")
+    lines += best_non_joint_line(experiment)
     copy = types.pop("copy", None)
     for kind, group in types.items() if copy else ():
         gap = mean(group, "final_average") - mean(copy, "final_average")

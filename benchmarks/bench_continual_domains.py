@@ -31,7 +31,9 @@ from typing import Any
 from smollm2_experiment import (  # sibling module: run as a script
     add_group_arguments,
     apart,
+    best_non_joint_line,
     chosen_groups,
+    chosen_line,
     level_type,
     listed,
     mean,
@@ -84,10 +86,7 @@ def check_targets(experiment: dict[str, Any]) -> list[str]:
     same type.
     """
     chosen = chosen_groups(experiment)
-    lines = [
-        "chosen: "
-        + ", ".join(f"{method} {group['group']} ({len(group['runs'])} seed(s))" for method, group in chosen.items())
-    ]
+    lines = [chosen_line(chosen)]
     full = chosen.get("full")
     for kind in dict.fromkeys(level_type(method) for method in chosen if level_type(method)):
         name = method_name("cms", kind)
@@ -112,11 +111,7 @@ def check_targets(experiment: dict[str, Any]) -> list[str]:
             retention = mean(cms, "retention")
             met = retention >= RETENTION_FLOOR
             lines.append(f"{name} retention {retention:.3f} (>= {RETENTION_FLOOR}): {verdict(met)}")
-    if any(experiment["runs"][run]["strategy"] == "cms+replay" for run in experiment["runs"]):
-        finals = {row["run"]: row["final_average"] for row in experiment["comparison"] if row["strategy"] != "joint"}
-        best = min(finals, key=finals.get)
-        met = experiment["runs"][best]["strategy"] == "cms+replay"
-        lines.append(f"best final average of the non-joint runs: {best} ({finals[best]:.4g}): {verdict(met)}")
+    lines += best_non_joint_line(experiment)
     return lines + _level_type_targets(chosen)
 
 

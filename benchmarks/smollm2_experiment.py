@@ -77,6 +77,23 @@ def chosen_groups(experiment: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {method: groups[pick["group"]] for method, pick in experiment["chosen"]["strategies"].items()}
 
 
+def chosen_line(chosen: dict[str, dict[str, Any]]) -> str:
+    """The targets' first line: each method's chosen group and its number of seeds."""
+    return "chosen: " + ", ".join(
+        f"{method} {group['group']} ({len(group['runs'])} seed(s))" for method, group in chosen.items()
+    )
+
+
+def best_non_joint_line(experiment: dict[str, Any]) -> list[str]:
+    """The target "cms+replay has the best final average of every run but joint", when a cms+replay run is in."""
+    if not any(run["strategy"] == "cms+replay" for run in experiment["runs"].values()):
+        return []
+    finals = {row["run"]: row["final_average"] for row in experiment["comparison"] if row["strategy"] != "joint"}
+    best = (max if experiment["higher_is_better"] else min)(finals, key=finals.get)
+    met = experiment["runs"][best]["strategy"] == "cms+replay"
+    return [f"best final average of the non-joint runs: {best} ({finals[best]:.4g}): {verdict(met)}"]
+
+
 def mean(group: dict[str, Any], key: str) -> float | None:
     return group["mean"].get(key)
 
